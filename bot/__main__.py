@@ -1,0 +1,5 @@
+"""`python -m bot` is `coursebot`."""
+
+from bot.cli import app
+
+app()

@@ -1,0 +1,57 @@
+"""Wires everything once: engine, unit of work, dispatcher, channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.core import Channels, Clock, Dispatcher, SystemClock
+from bot.settings import Settings
+from bot.textindex import warm_up
+from handlers import build_router
+from storage.db import make_engine, make_session_factory
+from storage.migrate import upgrade_engine
+from storage.uow import UnitOfWorkFactory
+
+
+@dataclass
+class App:
+    """Everything a running coursebot process shares."""
+
+    settings: Settings
+    engine: AsyncEngine
+    uow: UnitOfWorkFactory
+    dispatcher: Dispatcher
+    channels: Channels
+    clock: Clock
+    deps: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        """Release the database connections."""
+        await self.engine.dispose()
+
+
+async def build_app(
+    settings: Settings, clock: Clock | None = None, migrate: bool = True, **extra_deps: Any
+) -> App:
+    """Build the app; `extra_deps` add or replace handler dependencies (tests, recommender)."""
+    engine = make_engine(settings.database_url)
+    if migrate:
+        await upgrade_engine(engine)
+    uow = UnitOfWorkFactory(make_session_factory(engine))
+    channels = Channels()
+    clock = clock or SystemClock()
+    deps: dict[str, Any] = {
+        "settings": settings,
+        "clock": clock,
+        "channels": channels,
+        "recommender": None,
+        **extra_deps,
+    }
+    warm_up()
+    dispatcher = Dispatcher(build_router(), uow, deps)
+    app = App(settings, engine, uow, dispatcher, channels, clock, deps)
+    deps["app"] = app
+    return app

@@ -1,0 +1,148 @@
+"""The terminal channel: numbered options for buttons, simulated (test-mode) payments."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import uuid
+from collections.abc import Callable
+from typing import TextIO
+
+from bot.channels.text import plain
+from bot.core import (
+    Button,
+    Incoming,
+    PaymentInfo,
+    PreCheckoutAnswer,
+    Reply,
+    numbered_text,
+)
+
+CONSOLE_USER = "me"
+PAY_PREFIX = "console-pay"
+TEST_MODE = "【测试模式 TEST MODE】模拟支付，不会扣任何钱 / simulated payment, no money moves."
+PAY_LABEL = "模拟支付 / Simulate paying {amount} ⭐"
+
+
+class ConsoleChannel:
+    """Chat with the storefront in a terminal; the console user is an admin."""
+
+    name = "console"
+
+    def __init__(self, dispatch: Callable, out: TextIO = sys.stdout, locale: str = "zh"):
+        self.dispatch = dispatch
+        self.out = out
+        self.locale = locale
+        self.options: list[Button] = []
+        self._ids = itertools.count(1)
+        self._session = uuid.uuid4().hex[:8]
+
+    async def send(self, user_ref: str, reply: Reply) -> None:
+        """Print a reply; buttons become numbered options."""
+        text, options = numbered_text(reply, plain)
+        if reply.invoice is not None:
+            invoice = reply.invoice
+            pay = Button(
+                PAY_LABEL.format(amount=invoice.amount),
+                f"{PAY_PREFIX}:{invoice.payload}:{invoice.currency}:{invoice.amount}",
+            )
+            options.append(pay)
+            text = "\n".join(
+                filter(
+                    None,
+                    [
+                        text,
+                        f"🧾 {invoice.title} — {invoice.amount} ⭐",
+                        TEST_MODE,
+                        f"{len(options)}. {pay.label}",
+                    ],
+                )
+            )
+        self.options = options or self.options
+        self.out.write(text + "\n\n")
+        self.out.flush()
+
+    async def refund(self, user_ref: str, charge_id: str) -> None:
+        """Console payments are simulated, so is their refund."""
+        self.out.write(f"[TEST MODE] refunded {charge_id}\n")
+
+    def _key(self) -> str:
+        return f"console:{self._session}:{next(self._ids)}"
+
+    def to_incoming(self, line: str) -> Incoming | None:
+        """Turn a typed line into an update: `/cmd args`, an option number, or words."""
+        line = line.strip()
+        if not line:
+            return None
+        base = dict(
+            channel=self.name, user_ref=CONSOLE_USER, locale=self.locale, display_name="Console"
+        )
+        if line.isdigit() and 1 <= int(line) <= len(self.options):
+            payload = self.options[int(line) - 1].payload
+            return Incoming(update_key=self._key(), kind="button", payload=payload, **base)
+        if line.startswith("/"):
+            command, _, args = line[1:].partition(" ")
+            return Incoming(
+                update_key=self._key(),
+                kind="command",
+                command=command.lower(),
+                args=args.strip(),
+                **base,
+            )
+        return Incoming(update_key=self._key(), kind="text", text=line, **base)
+
+    async def handle_line(self, line: str) -> None:
+        """Dispatch one typed line and print the replies."""
+        msg = self.to_incoming(line)
+        if msg is None:
+            return
+        if msg.kind == "button" and msg.payload.startswith(PAY_PREFIX + ":"):
+            await self._simulate_payment(msg)
+            return
+        await self._deliver(await self.dispatch(msg))
+
+    async def _deliver(self, outputs) -> None:
+        for output in outputs:
+            if isinstance(output, Reply):
+                await self.send(CONSOLE_USER, output)
+
+    async def _simulate_payment(self, msg: Incoming) -> None:
+        _, kind, number, currency, amount = msg.payload.split(":")
+        order_payload = f"{kind}:{number}"
+        info = PaymentInfo(
+            currency=currency,
+            amount=int(amount),
+            invoice_payload=order_payload,
+            provider="console-test",
+        )
+        check = Incoming(
+            **{**msg.__dict__, "kind": "pre_checkout", "payment": info, "update_key": self._key()}
+        )
+        answers = await self.dispatch(check)
+        answer = next((a for a in answers if isinstance(a, PreCheckoutAnswer)), None)
+        if answer is None or not answer.ok:
+            self.out.write(f"✖ {answer.error if answer else '?'}\n\n")
+            return
+        charge = f"console-test-{uuid.uuid4().hex}"
+        paid = PaymentInfo(
+            currency=currency,
+            amount=int(amount),
+            invoice_payload=order_payload,
+            charge_id=charge,
+            provider="console-test",
+        )
+        done = Incoming(
+            **{**msg.__dict__, "kind": "payment", "payment": paid, "update_key": self._key()}
+        )
+        await self._deliver(await self.dispatch(done))
+
+
+async def run_console(channel: ConsoleChannel, lines: TextIO = sys.stdin) -> None:
+    """Read lines until EOF (or `/quit`) and answer each."""
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, lines.readline)
+        if not line or line.strip() in ("/quit", "/exit"):
+            return
+        await channel.handle_line(line)

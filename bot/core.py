@@ -1,0 +1,380 @@
+"""The channel-neutral core: what comes in, what goes out, and dispatch between them."""
+
+from __future__ import annotations
+
+import html
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from sqlalchemy.exc import IntegrityError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["command", "button", "text", "pre_checkout", "payment"]
+MAX_PAYLOAD_BYTES = 64
+
+
+def esc(value: object) -> str:
+    """Escape user-supplied text for insertion into an HTML-formatted reply."""
+    return html.escape(str(value), quote=False)
+
+
+@dataclass(frozen=True)
+class Button:
+    """An inline button; `payload` is short (`buy:42`) and always re-checked."""
+
+    label: str
+    payload: str
+
+    def __post_init__(self) -> None:
+        if len(self.payload.encode()) > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"button payload over {MAX_PAYLOAD_BYTES} bytes: {self.payload!r}")
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """A request for payment of one order."""
+
+    title: str
+    description: str
+    payload: str
+    currency: str
+    amount: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Where a reply goes when it is not the sender of the message."""
+
+    channel: str
+    user_ref: str
+
+
+@dataclass
+class Reply:
+    """One message to render: HTML-subset text, button rows, optional image or invoice."""
+
+    text: str = ""
+    buttons: list[list[Button]] = field(default_factory=list)
+    image: bytes | None = None
+    invoice: Invoice | None = None
+    to: Recipient | None = None
+
+
+@dataclass(frozen=True)
+class PreCheckoutAnswer:
+    """The answer to a pre-checkout query."""
+
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class PaymentInfo:
+    """Payment facts of a pre-checkout query or a successful payment."""
+
+    currency: str
+    amount: int
+    invoice_payload: str
+    charge_id: str = ""
+    provider: str = ""
+    query_id: str = ""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One update from any channel, in channel-neutral form."""
+
+    channel: str
+    user_ref: str
+    update_key: str
+    kind: Kind
+    command: str = ""
+    args: str = ""
+    payload: str = ""
+    text: str = ""
+    locale: str | None = None
+    display_name: str = ""
+    payment: PaymentInfo | None = None
+    reply_to: str | None = None
+
+
+Output = Reply | PreCheckoutAnswer
+
+
+class ChannelError(Exception):
+    """A send that failed for a reason the sender should retry later."""
+
+
+class Unreachable(ChannelError):
+    """The user blocked the bot or left: stop sending to them."""
+
+
+class RateLimited(ChannelError):
+    """The platform asked us to wait `retry_after` seconds."""
+
+    def __init__(self, retry_after: float, message: str = "rate limited") -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RejectedMessage(ChannelError):
+    """The platform refused this message (bad request): retrying will not help."""
+
+
+class Channel(Protocol):
+    """What every channel adapter offers the core and the sender."""
+
+    name: str
+
+    async def send(self, user_ref: str, reply: Reply) -> None:
+        """Deliver one reply to one user; raise a ChannelError subclass on failure."""
+
+    async def refund(self, user_ref: str, charge_id: str) -> None:
+        """Give a payment back; raise ChannelError on failure."""
+
+
+class Channels:
+    """The configured channels by name."""
+
+    def __init__(self, channels: Iterable[Channel] = ()) -> None:
+        self._by_name: dict[str, Channel] = {c.name: c for c in channels}
+
+    def add(self, channel: Channel) -> None:
+        """Register a channel (replacing one of the same name)."""
+        self._by_name[channel.name] = channel
+
+    def get(self, name: str) -> Channel:
+        """The channel called `name`; KeyError when not configured."""
+        return self._by_name[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    def names(self) -> list[str]:
+        """Names of all configured channels."""
+        return list(self._by_name)
+
+    async def refund(self, channel: str, user_ref: str, charge_id: str) -> None:
+        """Refund a payment through the channel that took it."""
+        await self.get(channel).refund(user_ref, charge_id)
+
+
+class Clock(Protocol):
+    """Where handlers and jobs read the time; tests inject a fixed one."""
+
+    def now(self) -> datetime:
+        """The current time, UTC-aware."""
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """The current time, UTC-aware."""
+        return datetime.now(UTC)
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A handler and whether only admins may reach it."""
+
+    handler: Handler
+    admin: bool = False
+
+
+class Router:
+    """The routes of one feature module: commands, button prefixes, update kinds."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Route] = {}
+        self.buttons: dict[str, Route] = {}
+        self.kinds: dict[str, Route] = {}
+        self.steps: dict[str, Route] = {}
+        self.help: list[tuple[str, bool]] = []
+
+    def command(
+        self, name: str, *aliases: str, admin: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """Route `/name` (and plain-word aliases such as `课程`) to the handler."""
+
+        def register(handler: Handler) -> Handler:
+            for word in (name, *aliases):
+                self.commands[word.lower()] = Route(handler, admin)
+            self.help.append((name, admin))
+            return handler
+
+        return register
+
+    def button(self, prefix: str, admin: bool = False) -> Callable[[Handler], Handler]:
+        """Route button payloads `prefix:…` to the handler."""
+
+        def register(handler: Handler) -> Handler:
+            self.buttons[prefix] = Route(handler, admin)
+            return handler
+
+        return register
+
+    def step(self, name: str) -> Callable[[Handler], Handler]:
+        """Route the learner's next plain text to the handler while step `name` is pending."""
+
+        def register(handler: Handler) -> Handler:
+            self.steps[name] = Route(handler)
+            return handler
+
+        return register
+
+    def on(self, kind: Kind | Literal["unknown"]) -> Callable[[Handler], Handler]:
+        """Route a kind of update (`text`, `pre_checkout`, `payment`) to the handler."""
+
+        def register(handler: Handler) -> Handler:
+            self.kinds[kind] = Route(handler)
+            return handler
+
+        return register
+
+
+def merge_routers(routers: Iterable[Router]) -> Router:
+    """One router holding every route; a name routed twice is a programming error."""
+    merged = Router()
+    for router in routers:
+        for table in ("commands", "buttons", "kinds", "steps"):
+            target, source = getattr(merged, table), getattr(router, table)
+            clash = set(target) & set(source)
+            if clash:
+                raise ValueError(f"{table} routed twice: {sorted(clash)}")
+            target.update(source)
+        merged.help.extend(router.help)
+    return merged
+
+
+def step_key(learner_id: int) -> str:
+    """The key-value key holding a learner's pending conversation step."""
+    return f"step:{learner_id}"
+
+
+async def expect_text(uow, learner_id: int, step: str, **data: Any) -> None:
+    """Route this learner's next plain text to the handler registered for `step`."""
+    await uow.kv.put(step_key(learner_id), {"step": step, **data})
+
+
+def _as_outputs(result: Any) -> list[Output]:
+    if result is None:
+        return []
+    if isinstance(result, Reply | PreCheckoutAnswer):
+        return [result]
+    return list(result)
+
+
+async def call_with_deps(handler: Handler, deps: dict[str, Any]) -> Any:
+    """Call `handler`, passing each dependency it names as a parameter."""
+    params = inspect.signature(handler).parameters
+    missing = [name for name in params if name not in deps]
+    if missing:
+        raise TypeError(f"{handler.__qualname__} asks for unknown dependencies {missing}")
+    return await handler(**{name: deps[name] for name in params})
+
+
+class Dispatcher:
+    """Dedupe by update key, resolve the learner, run one handler in one unit of work."""
+
+    def __init__(self, router: Router, uow_factory: Callable[[], Any], deps: dict[str, Any]):
+        self.router = router
+        self.uow_factory = uow_factory
+        self.deps = deps
+        self.settings = deps["settings"]
+
+    def as_command(self, msg: Incoming) -> Incoming:
+        """Plain text starting with a command word (`课程`, `search python`) becomes a command."""
+        if msg.kind != "text" or not msg.text.strip():
+            return msg
+        word, _, rest = msg.text.strip().partition(" ")
+        if word.lower() not in self.router.commands:
+            return msg
+        return replace(msg, kind="command", command=word.lower(), args=rest.strip())
+
+    async def route_for(self, msg: Incoming, uow, learner) -> tuple[Route | None, dict]:
+        """The route an update goes to (or None), and the pending step's data."""
+        step = (
+            await uow.kv.pop(step_key(learner.id))
+            if msg.kind not in ("payment", "pre_checkout")
+            else None
+        )
+        if msg.kind == "text" and step and step.get("step") in self.router.steps:
+            return self.router.steps[step["step"]], step
+        if msg.kind == "command":
+            return self.router.commands.get(msg.command.lower()), {}
+        if msg.kind == "button":
+            return self.router.buttons.get(msg.payload.split(":", 1)[0]), {}
+        return self.router.kinds.get(msg.kind), {}
+
+    async def dispatch(self, msg: Incoming) -> list[Output]:
+        """Handle one update exactly once; returns what to send back to the sender."""
+        for attempt in (1, 2):
+            try:
+                return await self._run_once(msg)
+            except IntegrityError:
+                # A concurrent writer won a unique race (same payment, same learner); the
+                # second run sees its row and answers from it.
+                if attempt == 2:
+                    raise
+                log.info("retrying %s after a unique conflict", msg.update_key)
+        return []
+
+    async def _run_once(self, msg: Incoming) -> list[Output]:
+        from handlers.i18n import translator_for
+
+        async with self.uow_factory() as uow:
+            if not await uow.inbox.record(msg.update_key):
+                log.info("dropped redelivered update %s", msg.update_key)
+                return []
+            learner = await uow.learners.resolve(
+                msg.channel, msg.user_ref, msg.display_name, msg.locale, self.settings
+            )
+            t = translator_for(
+                learner.locale or self.settings.default_locale, self.settings, learner.timezone
+            )
+            msg = self.as_command(msg)
+            route, step = await self.route_for(msg, uow, learner)
+            if route is None:
+                route = self.router.kinds.get("unknown")
+            if route is None:
+                await uow.commit()
+                return []
+            if route.admin and not self.settings.is_admin(msg.channel, msg.user_ref):
+                await uow.commit()
+                log.warning("refused admin route to %s:%s", msg.channel, msg.user_ref)
+                return [Reply(t("admin.refused"))]
+            deps = {**self.deps, "msg": msg, "uow": uow, "learner": learner, "t": t, "step": step}
+            try:
+                outputs = _as_outputs(await call_with_deps(route.handler, deps))
+            except IntegrityError:
+                raise
+            except Exception:
+                log.exception("handler %s failed on %s", route.handler.__qualname__, msg.kind)
+                await uow.rollback()
+                return self._failure(msg, t)
+            await uow.commit()
+            return outputs
+
+    @staticmethod
+    def _failure(msg: Incoming, t: Callable[..., str]) -> list[Output]:
+        if msg.kind == "pre_checkout":
+            return [PreCheckoutAnswer(False, t("error.generic"))]
+        return [Reply(t("error.generic"))]
+
+
+def numbered_text(reply: Reply, strip: Callable[[str], str]) -> tuple[str, list[Button]]:
+    """Render a reply for channels without buttons: text plus numbered options."""
+    options = [button for row in reply.buttons for button in row]
+    lines = [strip(reply.text)] if reply.text else []
+    lines += [f"{n}. {strip(button.label)}" for n, button in enumerate(options, start=1)]
+    return "\n".join(lines), options

@@ -1,0 +1,92 @@
+"""Settings read from the environment and `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_offset(text: str) -> timedelta:
+    """Turn `24h`, `10m`, `2d` or `30s` into a timedelta."""
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
+        raise ValueError(f"bad duration {text!r}: use a number and one of d, h, m, s")
+    return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+
+
+class Settings(BaseSettings):
+    """Every setting of coursebot; names match DESIGN.md and `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./coursebot.db"
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_runtime: Literal["aiogram", "ptb"] = "aiogram"
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    wechat_token: SecretStr | None = None
+    wechat_app_id: str | None = None
+    wechat_app_secret: SecretStr | None = None
+    wechat_aes_key: SecretStr | None = None
+    wechat_api_url: str = "https://api.weixin.qq.com/cgi-bin/"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    admins: Annotated[frozenset[str], NoDecode] = frozenset()
+    timezone: str = "Asia/Shanghai"
+    reminder_offsets: Annotated[tuple[timedelta, ...], NoDecode] = (
+        timedelta(hours=24),
+        timedelta(hours=1),
+        timedelta(minutes=10),
+    )
+    send_rate_per_second: float = 25.0
+    default_locale: Literal["zh", "en"] = "zh"
+    catalog_page_size: int = Field(default=5, ge=1, le=20)
+    log_level: str = "INFO"
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _split_admins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("reminder_offsets", mode="before")
+    @classmethod
+    def _split_offsets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(parse_offset(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        """The default learner time zone."""
+        return ZoneInfo(self.timezone)
+
+    def is_admin(self, channel: str, user_ref: str) -> bool:
+        """True when `channel:user_ref` is on the ADMINS allow-list."""
+        return f"{channel}:{user_ref}" in self.admins
+
+    def secrets(self) -> list[str]:
+        """Every secret value that is set, for the log redaction filter."""
+        fields = (
+            self.telegram_bot_token,
+            self.telegram_webhook_secret,
+            self.wechat_token,
+            self.wechat_app_secret,
+            self.wechat_aes_key,
+        )
+        return [f.get_secret_value() for f in fields if f and f.get_secret_value()]

@@ -1,0 +1,153 @@
+"""Admin commands of the storefront: refunds, adding courses, sales figures."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.core import ChannelError, Incoming, Reply, Router, esc
+from handlers.catalog import course_title
+from handlers.i18n import add_messages
+
+log = logging.getLogger(__name__)
+router = Router()
+
+add_messages(
+    {
+        "cmd.refund": {"zh": "退款：/refund 付款编号", "en": "Refund: /refund payment_id"},
+        "cmd.addcourse": {
+            "zh": "上架课程：/addcourse 分类|中文标题|英文标题|星星价格|人民币价格|讲师|简介",
+            "en": "Add a course: /addcourse category|title zh|title en|stars|CNY|"
+            "instructor|description",
+        },
+        "cmd.stats": {"zh": "销售与学员统计", "en": "Sales and learner figures"},
+        "refund.usage": {
+            "zh": "用法：/refund 付款编号（例如 /refund 12）",
+            "en": "Usage: /refund <payment_id> (e.g. /refund 12)",
+        },
+        "refund.not_found": {
+            "zh": "没有编号为 #{id} 的付款。",
+            "en": "There is no payment #{id}.",
+        },
+        "refund.not_paid": {
+            "zh": "付款 #{id} 当前状态为 {status}，不能退款。",
+            "en": "Payment #{id} is {status}; it can't be refunded.",
+        },
+        "refund.failed": {
+            "zh": "退款失败：{error}。没有做任何更改。",
+            "en": "The refund failed: {error}. Nothing was changed.",
+        },
+        "refund.done": {
+            "zh": "已退款付款 #{id}（{amount}），并取消了该学员对《{title}》的访问。",
+            "en": "Refunded payment #{id} ({amount}) and revoked access to “{title}”.",
+        },
+        "refund.notice": {
+            "zh": "你购买《{title}》的款项已退回，课程访问已取消。",
+            "en": "Your payment for “{title}” was refunded and your access removed.",
+        },
+        "addcourse.usage": {
+            "zh": "用法：/addcourse 分类|中文标题|英文标题|星星价格|人民币价格|讲师|简介\n"
+            "分类可选：{slugs}",
+            "en": "Usage: /addcourse category|title zh|title en|stars|CNY|instructor|description\n"
+            "Categories: {slugs}",
+        },
+        "addcourse.done": {
+            "zh": "已上架课程 #{id}《{title}》。",
+            "en": "Added course #{id} “{title}”.",
+        },
+        "stats.body": {
+            "zh": "📊 <b>统计</b>\n学员：{learners}\n报名：{enrolments}\n"
+            "已付款：{paid}\n已退款：{refunded}",
+            "en": "📊 <b>Figures</b>\nLearners: {learners}\nEnrolments: {enrolments}\n"
+            "Paid: {paid}\nRefunded: {refunded}",
+        },
+    }
+)
+
+
+@router.command("refund", "退款", admin=True)
+async def refund(msg: Incoming, uow, t, clock, channels) -> Reply:
+    """Refund a payment through its provider, then revoke the enrolment it bought."""
+    arg = msg.args.strip().lstrip("#")
+    if not arg.isdigit():
+        return Reply(t("refund.usage"))
+    payment = await uow.payments.get(int(arg))
+    if payment is None:
+        return Reply(t("refund.not_found", id=arg))
+    if payment.status not in ("paid", "surplus"):
+        return Reply(t("refund.not_paid", id=payment.id, status=payment.status))
+    try:
+        await channels.refund(payment.channel, payment.user_ref, payment.provider_charge_id)
+    except (ChannelError, KeyError) as error:
+        log.error("refund of payment #%s failed: %s", payment.id, error)
+        return Reply(t("refund.failed", error=esc(error)))
+    course = await uow.courses.get(payment.course_id) if payment.course_id else None
+    payment.status, payment.refunded_at = "refunded", clock.now()
+    if payment.note != "surplus" and course is not None:
+        await uow.enrolments.revoke(payment.learner_id, course.id)
+        await uow.interactions.add(payment.learner_id, course.id, "refund", when=clock.now())
+    if payment.order_id:
+        order = await uow.orders.get(payment.order_id)
+        order.status = "refunded"
+    title = esc(course_title(course, t)) if course else "?"
+    await uow.outbox.enqueue(
+        payment.channel,
+        payment.user_ref,
+        "notice",
+        {"key": "refund.notice", "title": title},
+        learner_id=payment.learner_id,
+        dedupe_key=f"refund-notice:{payment.id}",
+    )
+    log.info("refunded payment #%s", payment.id)
+    return Reply(
+        t("refund.done", id=payment.id, amount=f"{payment.amount} {payment.currency}", title=title)
+    )
+
+
+@router.command("addcourse", "上架", admin=True)
+async def add_course(msg: Incoming, uow, t) -> Reply:
+    """Add a course from one line of `|`-separated fields."""
+    fields = [f.strip() for f in msg.args.split("|")]
+    categories = [c for c, _ in await uow.courses.categories()]
+    slugs = ", ".join(c.slug for c in categories) or "-"
+    if len(fields) != 7 or not fields[3].isdigit() or not _is_price(fields[4]):
+        return Reply(t("addcourse.usage", slugs=esc(slugs)))
+    category = await uow.courses.category_by_slug(fields[0])
+    if category is None:
+        return Reply(t("addcourse.usage", slugs=esc(slugs)))
+    course = await uow.courses.add(
+        category_id=category.id,
+        title_zh=fields[1][:128],
+        title_en=fields[2][:128],
+        price_stars=int(fields[3]),
+        price_fen=round(float(fields[4]) * 100),
+        instructor_name=fields[5][:128],
+        description_zh=fields[6],
+        description_en=fields[6],
+    )
+    return Reply(t("addcourse.done", id=course.id, title=esc(course_title(course, t))))
+
+
+def _is_price(text: str) -> bool:
+    try:
+        return 0 <= float(text) < 1_000_000
+    except ValueError:
+        return False
+
+
+@router.command("stats", "统计", admin=True)
+async def stats(uow, t) -> Reply:
+    """Learners, enrolments and money in and out."""
+    totals = await uow.payments.totals()
+    paid = ", ".join(f"{n}× {s} {c}" for status, c, n, s in totals if status == "paid") or "0"
+    refunded = (
+        ", ".join(f"{n}× {s} {c}" for status, c, n, s in totals if status == "refunded") or "0"
+    )
+    return Reply(
+        t(
+            "stats.body",
+            learners=await uow.learners.count(),
+            enrolments=await uow.enrolments.count(),
+            paid=paid,
+            refunded=refunded,
+        )
+    )

@@ -1,0 +1,52 @@
+"""The courses a learner owns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bot.core import Button, Reply, Router, esc
+from handlers.catalog import course_title
+from handlers.i18n import add_messages
+
+router = Router()
+
+add_messages(
+    {
+        "cmd.mycourses": {"zh": "我购买的课程", "en": "Courses you own"},
+        "mine.none": {
+            "zh": "你还没有购买课程。发送 /catalog 看看有什么课程吧。",
+            "en": "You don't own any course yet. Send /catalog to have a look.",
+        },
+        "mine.title": {"zh": "🎓 <b>我的课程</b>", "en": "🎓 <b>My courses</b>"},
+    }
+)
+
+MineSection = Callable[..., Awaitable[list[Reply]]]
+AFTER_MY_COURSES: list[MineSection] = []
+
+
+def after_my_courses(fn: MineSection) -> MineSection:
+    """Register replies to add after /mycourses: fn(learner, uow, t, clock, msg)."""
+    AFTER_MY_COURSES.append(fn)
+    return fn
+
+
+@router.command("mycourses", "我的课程", "mine")
+async def my_courses(msg, learner, uow, t, clock) -> list[Reply]:
+    """List owned courses, each a button to its card."""
+    courses = await uow.enrolments.courses_of(learner.id)
+    if not courses:
+        replies = [Reply(t("mine.none"), [[Button(t("start.catalog"), "cats")]])]
+    else:
+        lines = [t("mine.title")] + [f"#{c.id} {esc(course_title(c, t))}" for c in courses]
+        rows = [[Button(course_title(c, t), f"course:{c.id}")] for c in courses]
+        replies = [Reply("\n".join(lines), rows)]
+    for section in AFTER_MY_COURSES:
+        replies += await section(learner=learner, uow=uow, t=t, clock=clock, msg=msg)
+    return replies
+
+
+@router.button("mine")
+async def my_courses_button(msg, learner, uow, t, clock) -> list[Reply]:
+    """/mycourses from a button."""
+    return await my_courses(msg, learner, uow, t, clock)

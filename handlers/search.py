@@ -1,0 +1,79 @@
+"""Chinese-aware course search (jieba + BM25)."""
+
+from __future__ import annotations
+
+from bot.core import Button, Incoming, Reply, Router, esc
+from bot.textindex import TextIndex
+from handlers.catalog import category_name, course_title, price_text
+from handlers.i18n import add_messages
+
+router = Router()
+MAX_RESULTS = 8
+MAX_QUERY_CHARS = 200
+
+add_messages(
+    {
+        "cmd.search": {"zh": "搜索课程：/search 关键词", "en": "Search courses: /search words"},
+        "search.usage": {
+            "zh": "请在 /search 后面写上关键词，例如：/search Python 入门",
+            "en": "Put some words after /search, for example: /search python basics",
+        },
+        "search.none": {
+            "zh": "没有找到与「{query}」相关的课程。试试别的关键词，或发送 /catalog 浏览。",
+            "en": "No course matches “{query}”. Try other words, or send /catalog to browse.",
+        },
+        "search.results": {"zh": "🔎 「{query}」的搜索结果：", "en": "🔎 Results for “{query}”:"},
+    }
+)
+
+
+def course_document(course) -> str:
+    """The searchable text of a course: titles weigh more than descriptions."""
+    titles = f"{course.title_zh} {course.title_en} "
+    return " ".join(
+        [
+            titles * 3,
+            course.description_zh,
+            course.description_en,
+            course.instructor_name,
+            course.category.name_zh,
+            course.category.name_en,
+        ]
+    )
+
+
+async def search_courses(query: str, uow, limit: int = MAX_RESULTS) -> list:
+    """Active courses matching `query`, best first."""
+    courses = {c.id: c for c in await uow.courses.active()}
+    index = TextIndex({cid: course_document(c) for cid, c in courses.items()})
+    return [courses[cid] for cid, _ in index.search(query, limit)]
+
+
+@router.command("search", "搜索", "找")
+async def search(msg: Incoming, uow, learner, t) -> Reply:
+    """Search the catalog: `/search Python 入门`."""
+    query = msg.args.strip()[:MAX_QUERY_CHARS]
+    if not query:
+        return Reply(t("search.usage"))
+    found = await search_courses(query, uow)
+    if not found:
+        return Reply(t("search.none", query=esc(query)))
+    rows = [
+        [Button(f"{course_title(c, t)} · {price_text(c, msg.channel, t)}", f"course:{c.id}")]
+        for c in found
+    ]
+    lines = [t("search.results", query=esc(query))] + [
+        f"#{c.id} {esc(course_title(c, t))} — {esc(category_name(c.category, t))}" for c in found
+    ]
+    return Reply("\n".join(lines), rows)
+
+
+@router.on("text")
+async def plain_text(msg: Incoming, uow, learner, t) -> Reply:
+    """Plain words that are not a command are treated as a search."""
+    return await search(
+        Incoming(**{**msg.__dict__, "kind": "command", "command": "search", "args": msg.text}),
+        uow,
+        learner,
+        t,
+    )

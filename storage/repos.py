@@ -1,0 +1,410 @@
+"""Repositories: the only place that knows how rows are queried and written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from storage.models import (
+    Category,
+    Course,
+    Enrolment,
+    Identity,
+    InboxEntry,
+    Interaction,
+    KeyValue,
+    Learner,
+    Order,
+    OutboxMessage,
+    Payment,
+    utcnow,
+)
+
+
+async def insert_ignore(session: AsyncSession, model: type, **values: Any) -> bool:
+    """Insert a row unless a unique key already holds it; True when inserted."""
+    dialect = session.bind.dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    result = await session.execute(module.insert(model).values(**values).on_conflict_do_nothing())
+    return result.rowcount == 1
+
+
+def _locale_from_hint(hint: str | None, default: str) -> str:
+    if hint and hint.lower().startswith("zh"):
+        return "zh"
+    if hint and hint.lower().startswith("en"):
+        return "en"
+    return default
+
+
+class Repo:
+    """Base of every repository: holds the unit of work's session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+
+class LearnerRepo(Repo):
+    """Learners and their per-channel identities."""
+
+    async def resolve(
+        self, channel: str, user_ref: str, display_name: str, locale_hint: str | None, settings
+    ) -> Learner:
+        """The learner behind `channel:user_ref`, created on first contact."""
+        identity = await self.identity(channel, user_ref)
+        if identity is None:
+            learner = Learner(display_name=display_name[:128], locale=None)
+            learner.locale = _locale_from_hint(locale_hint, settings.default_locale)
+            self.session.add(learner)
+            await self.session.flush()
+            await insert_ignore(
+                self.session,
+                Identity,
+                learner_id=learner.id,
+                channel=channel,
+                user_ref=user_ref,
+                last_seen_at=utcnow(),
+            )
+            identity = await self.identity(channel, user_ref)
+            if identity.learner_id != learner.id:  # a concurrent first contact won
+                await self.session.delete(learner)
+            return identity.learner
+        if display_name and identity.learner.display_name != display_name[:128]:
+            identity.learner.display_name = display_name[:128]
+        return identity.learner
+
+    async def identity(self, channel: str, user_ref: str) -> Identity | None:
+        """One identity with its learner, or None."""
+        stmt = (
+            select(Identity)
+            .where(Identity.channel == channel, Identity.user_ref == user_ref)
+            .options(selectinload(Identity.learner))
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def count(self) -> int:
+        """Number of learners."""
+        return int(await self.session.scalar(select(func.count()).select_from(Learner)) or 0)
+
+    async def get(self, learner_id: int) -> Learner | None:
+        """A learner by id."""
+        return await self.session.get(Learner, learner_id)
+
+    async def identities_of(self, learner_id: int) -> Sequence[Identity]:
+        """Every channel identity of one learner."""
+        stmt = select(Identity).where(Identity.learner_id == learner_id).order_by(Identity.id)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def mark_unreachable(self, channel: str, user_ref: str, when: datetime) -> None:
+        """Flag an identity the platform says we can no longer reach."""
+        await self.session.execute(
+            update(Identity)
+            .where(Identity.channel == channel, Identity.user_ref == user_ref)
+            .values(unreachable_at=when)
+        )
+
+    async def mark_reachable(self, channel: str, user_ref: str) -> None:
+        """Clear the unreachable flag (the user wrote to us again)."""
+        await self.session.execute(
+            update(Identity)
+            .where(
+                Identity.channel == channel,
+                Identity.user_ref == user_ref,
+                Identity.unreachable_at.is_not(None),
+            )
+            .values(unreachable_at=None)
+        )
+
+
+class CourseRepo(Repo):
+    """The catalog."""
+
+    async def get(self, course_id: int) -> Course | None:
+        """A course with its category, or None."""
+        stmt = select(Course).where(Course.id == course_id).options(selectinload(Course.category))
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def categories(self) -> Sequence[tuple[Category, int]]:
+        """Categories with their number of active courses, in display order."""
+        counts = (
+            select(Course.category_id, func.count().label("n"))
+            .where(Course.active.is_(True))
+            .group_by(Course.category_id)
+            .subquery()
+        )
+        stmt = (
+            select(Category, counts.c.n)
+            .join(counts, counts.c.category_id == Category.id)
+            .order_by(Category.position, Category.id)
+        )
+        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
+
+    async def category(self, category_id: int) -> Category | None:
+        """A category by id."""
+        return await self.session.get(Category, category_id)
+
+    async def category_by_slug(self, slug: str) -> Category | None:
+        """A category by slug."""
+        stmt = select(Category).where(Category.slug == slug)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def page(self, category_id: int, offset: int, limit: int) -> tuple[list[Course], int]:
+        """One page of a category's active courses and the total count."""
+        where = (Course.category_id == category_id, Course.active.is_(True))
+        total = await self.session.scalar(select(func.count()).select_from(Course).where(*where))
+        stmt = select(Course).where(*where).order_by(Course.id).offset(offset).limit(limit)
+        return list((await self.session.execute(stmt)).scalars()), int(total or 0)
+
+    async def active(self) -> Sequence[Course]:
+        """Every active course with its category."""
+        stmt = (
+            select(Course)
+            .where(Course.active.is_(True))
+            .options(selectinload(Course.category))
+            .order_by(Course.id)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def all(self) -> Sequence[Course]:
+        """Every course, active or not, with its category."""
+        stmt = select(Course).options(selectinload(Course.category)).order_by(Course.id)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def add_category(self, **fields: Any) -> Category:
+        """Create a category."""
+        category = Category(**fields)
+        self.session.add(category)
+        await self.session.flush()
+        return category
+
+    async def add(self, **fields: Any) -> Course:
+        """Create a course."""
+        course = Course(**fields)
+        self.session.add(course)
+        await self.session.flush()
+        return course
+
+
+class OrderRepo(Repo):
+    """Orders: one per attempt to buy a course."""
+
+    async def get(self, order_id: int) -> Order | None:
+        """An order by id (primary key: the pre-checkout lookup)."""
+        return await self.session.get(Order, order_id)
+
+    async def open_for(self, learner_id: int, course_id: int) -> Order | None:
+        """The learner's latest unpaid order for a course."""
+        stmt = (
+            select(Order)
+            .where(
+                Order.learner_id == learner_id,
+                Order.course_id == course_id,
+                Order.status == "pending",
+            )
+            .order_by(Order.id.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def create(self, **fields: Any) -> Order:
+        """Create a pending order."""
+        order = Order(**fields)
+        self.session.add(order)
+        await self.session.flush()
+        return order
+
+
+class PaymentRepo(Repo):
+    """Payments, unique by provider charge id."""
+
+    async def by_charge(self, charge_id: str) -> Payment | None:
+        """The payment recorded under a provider charge id."""
+        stmt = select(Payment).where(Payment.provider_charge_id == charge_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get(self, payment_id: int) -> Payment | None:
+        """A payment by id."""
+        return await self.session.get(Payment, payment_id)
+
+    async def add(self, **fields: Any) -> Payment:
+        """Record a payment (flush raises IntegrityError on a duplicate charge id)."""
+        payment = Payment(**fields)
+        self.session.add(payment)
+        await self.session.flush()
+        return payment
+
+    async def totals(self) -> Sequence[tuple[str, str, int, int]]:
+        """(status, currency, count, sum) over all payments."""
+        stmt = select(
+            Payment.status, Payment.currency, func.count(), func.sum(Payment.amount)
+        ).group_by(Payment.status, Payment.currency)
+        return [tuple(row) for row in (await self.session.execute(stmt)).all()]
+
+
+class EnrolmentRepo(Repo):
+    """Who owns which course."""
+
+    async def owns(self, learner_id: int, course_id: int) -> bool:
+        """True when the learner is enrolled in the course."""
+        stmt = select(Enrolment.id).where(
+            Enrolment.learner_id == learner_id, Enrolment.course_id == course_id
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def add(self, learner_id: int, course_id: int, payment_id: int | None) -> bool:
+        """Enrol a learner; False when they already were."""
+        return await insert_ignore(
+            self.session,
+            Enrolment,
+            learner_id=learner_id,
+            course_id=course_id,
+            payment_id=payment_id,
+            created_at=utcnow(),
+        )
+
+    async def revoke(self, learner_id: int, course_id: int) -> bool:
+        """Remove an enrolment; True when one was removed."""
+        result = await self.session.execute(
+            delete(Enrolment).where(
+                Enrolment.learner_id == learner_id, Enrolment.course_id == course_id
+            )
+        )
+        return result.rowcount > 0
+
+    async def courses_of(self, learner_id: int) -> Sequence[Course]:
+        """The courses a learner owns, newest enrolment first."""
+        stmt = (
+            select(Course)
+            .join(Enrolment, Enrolment.course_id == Course.id)
+            .where(Enrolment.learner_id == learner_id)
+            .options(selectinload(Course.category))
+            .order_by(Enrolment.id.desc())
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def course_ids_of(self, learner_id: int) -> set[int]:
+        """Ids of the courses a learner owns."""
+        stmt = select(Enrolment.course_id).where(Enrolment.learner_id == learner_id)
+        return set((await self.session.execute(stmt)).scalars())
+
+    async def learners_of(self, course_id: int) -> list[int]:
+        """Ids of the learners enrolled in a course."""
+        stmt = select(Enrolment.learner_id).where(Enrolment.course_id == course_id)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def count(self, course_id: int | None = None) -> int:
+        """Number of enrolments, overall or in one course."""
+        stmt = select(func.count()).select_from(Enrolment)
+        if course_id is not None:
+            stmt = stmt.where(Enrolment.course_id == course_id)
+        return int(await self.session.scalar(stmt) or 0)
+
+
+class InboxRepo(Repo):
+    """Update keys already handled."""
+
+    async def record(self, update_key: str) -> bool:
+        """Remember an update; False when it was seen before (a redelivery)."""
+        return await insert_ignore(
+            self.session, InboxEntry, update_key=update_key, received_at=utcnow()
+        )
+
+
+class OutboxRepo(Repo):
+    """Proactive messages waiting for the sender."""
+
+    async def enqueue(
+        self,
+        channel: str,
+        user_ref: str,
+        kind: str,
+        body: dict,
+        *,
+        learner_id: int | None = None,
+        dedupe_key: str | None = None,
+        not_before: datetime | None = None,
+        broadcast_id: int | None = None,
+    ) -> bool:
+        """Store one message for later delivery; False when its dedupe key exists."""
+        values = dict(
+            channel=channel,
+            user_ref=user_ref,
+            kind=kind,
+            body=body,
+            learner_id=learner_id,
+            dedupe_key=dedupe_key,
+            not_before=not_before or utcnow(),
+            broadcast_id=broadcast_id,
+            status="pending",
+            attempts=0,
+            created_at=utcnow(),
+        )
+        if dedupe_key is None:
+            self.session.add(OutboxMessage(**values))
+            await self.session.flush()
+            return True
+        return await insert_ignore(self.session, OutboxMessage, **values)
+
+
+class InteractionRepo(Repo):
+    """Signals for the recommender."""
+
+    async def add(
+        self,
+        learner_id: int,
+        course_id: int | None,
+        kind: str,
+        value: float | None = None,
+        when: datetime | None = None,
+    ) -> None:
+        """Record one interaction."""
+        self.session.add(
+            Interaction(
+                learner_id=learner_id,
+                course_id=course_id,
+                kind=kind,
+                value=value,
+                created_at=when or utcnow(),
+            )
+        )
+
+    async def all(self) -> Sequence[Interaction]:
+        """Every interaction, oldest first (bulk read for training)."""
+        stmt = select(Interaction).order_by(Interaction.id)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def of_learner(self, learner_id: int) -> Sequence[Interaction]:
+        """One learner's interactions, oldest first."""
+        stmt = (
+            select(Interaction)
+            .where(Interaction.learner_id == learner_id)
+            .order_by(Interaction.id)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+
+class KeyValueRepo(Repo):
+    """Small shared state such as a learner's pending conversation step."""
+
+    async def get(self, key: str) -> dict | None:
+        """The value under `key`, or None."""
+        row = await self.session.get(KeyValue, key)
+        return row.value if row else None
+
+    async def put(self, key: str, value: dict) -> None:
+        """Store `value` under `key`."""
+        await self.session.merge(KeyValue(key=key, value=value, updated_at=utcnow()))
+
+    async def pop(self, key: str) -> dict | None:
+        """Remove and return the value under `key`."""
+        row = await self.session.get(KeyValue, key)
+        if row is None:
+            return None
+        await self.session.delete(row)
+        return row.value
