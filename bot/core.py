@@ -66,6 +66,18 @@ class Reply:
     to: Recipient | None = None
 
 
+def reply_to_body(reply: Reply) -> dict:
+    """A text/buttons reply as JSON-able data for the outbox."""
+    rows = [[{"label": b.label, "payload": b.payload} for b in row] for row in reply.buttons]
+    return {"text": reply.text, "buttons": rows}
+
+
+def reply_from_body(body: dict) -> Reply:
+    """The reply stored in an outbox row."""
+    rows = [[Button(b["label"], b["payload"]) for b in row] for row in body.get("buttons", [])]
+    return Reply(body.get("text", ""), rows)
+
+
 @dataclass(frozen=True)
 class PreCheckoutAnswer:
     """The answer to a pre-checkout query."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from bot.core import ChannelError, Incoming, Reply, Router, esc
+from bot.core import ChannelError, Incoming, Reply, Router, esc, reply_to_body
 from handlers.catalog import course_title
-from handlers.i18n import add_messages
+from handlers.i18n import add_messages, translator_for
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -65,7 +65,7 @@ add_messages(
 
 
 @router.command("refund", "退款", admin=True)
-async def refund(msg: Incoming, uow, t, clock, channels) -> Reply:
+async def refund(msg: Incoming, uow, t, clock, channels, settings) -> Reply:
     """Refund a payment through its provider, then revoke the enrolment it bought."""
     arg = msg.args.strip().lstrip("#")
     if not arg.isdigit():
@@ -89,11 +89,14 @@ async def refund(msg: Incoming, uow, t, clock, channels) -> Reply:
         order = await uow.orders.get(payment.order_id)
         order.status = "refunded"
     title = esc(course_title(course, t)) if course else "?"
+    learner = await uow.learners.get(payment.learner_id)
+    theirs = translator_for(learner.locale or settings.default_locale, settings, learner.timezone)
+    notice = theirs("refund.notice", title=esc(course_title(course, theirs)) if course else "?")
     await uow.outbox.enqueue(
         payment.channel,
         payment.user_ref,
         "notice",
-        {"key": "refund.notice", "title": title},
+        reply_to_body(Reply(notice)),
         learner_id=payment.learner_id,
         dedupe_key=f"refund-notice:{payment.id}",
     )

@@ -1,0 +1,316 @@
+"""Telegram through aiogram: long polling or webhook, inline keyboards, Stars payments."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeDefault,
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LabeledPrice,
+    Message,
+    PreCheckoutQuery,
+    Update,
+    User,
+)
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot.core import (
+    ChannelError,
+    Incoming,
+    PaymentInfo,
+    PreCheckoutAnswer,
+    RateLimited,
+    RejectedMessage,
+    Reply,
+    Unreachable,
+)
+from handlers.i18n import LOCALES, MESSAGES, Translator
+
+log = logging.getLogger(__name__)
+NAME = "telegram"
+MAX_TEXT = 4096
+ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
+
+
+def _display_name(user: User | None) -> str:
+    if user is None:
+        return ""
+    return " ".join(filter(None, [user.first_name, user.last_name]))[:128]
+
+
+def _base(update: Update, user: User | None) -> dict:
+    return dict(
+        channel=NAME,
+        user_ref=str(user.id) if user else "",
+        update_key=f"tg:{update.update_id}",
+        locale=user.language_code if user else None,
+        display_name=_display_name(user),
+    )
+
+
+def message_to_incoming(update: Update, message: Message) -> Incoming:
+    """A Telegram message as an Incoming: a command, a payment, or plain text."""
+    base = _base(update, message.from_user)
+    reply_to = str(message.reply_to_message.message_id) if message.reply_to_message else None
+    if message.successful_payment is not None:
+        paid = message.successful_payment
+        info = PaymentInfo(
+            currency=paid.currency,
+            amount=paid.total_amount,
+            invoice_payload=paid.invoice_payload,
+            charge_id=paid.telegram_payment_charge_id,
+            provider="telegram_stars",
+        )
+        return Incoming(kind="payment", payment=info, **base)
+    text = message.text or message.caption or ""
+    if text.startswith("/"):
+        head, _, args = text[1:].partition(" ")
+        command = head.split("@", 1)[0].lower()
+        return Incoming(
+            kind="command",
+            command=command,
+            args=args.strip(),
+            text=text,
+            reply_to=reply_to,
+            **base,
+        )
+    return Incoming(kind="text", text=text, reply_to=reply_to, **base)
+
+
+def callback_to_incoming(update: Update, query: CallbackQuery) -> Incoming:
+    """A button press as an Incoming."""
+    return Incoming(kind="button", payload=query.data or "", **_base(update, query.from_user))
+
+
+def pre_checkout_to_incoming(update: Update, query: PreCheckoutQuery) -> Incoming:
+    """A pre-checkout query as an Incoming."""
+    info = PaymentInfo(
+        currency=query.currency,
+        amount=query.total_amount,
+        invoice_payload=query.invoice_payload,
+        query_id=query.id,
+        provider="telegram_stars",
+    )
+    return Incoming(kind="pre_checkout", payment=info, **_base(update, query.from_user))
+
+
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    """Button rows as an inline keyboard."""
+    if not reply.buttons:
+        return None
+    rows = [
+        [InlineKeyboardButton(text=b.label[:64], callback_data=b.payload) for b in row]
+        for row in reply.buttons
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Split a long text at line breaks into pieces Telegram accepts."""
+    if len(text) <= limit:
+        return [text]
+    pieces, current = [], ""
+    for line in text.split("\n"):
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit and current:
+            pieces.append(current)
+            candidate = line
+        current = candidate[:limit]
+    return pieces + [current]
+
+
+def bot_commands(locale: str, commands: Iterable[tuple[str, bool]]) -> list[BotCommand]:
+    """The learner commands with their descriptions in one locale."""
+    t = Translator(locale, None)
+    return [
+        BotCommand(command=name, description=t(f"cmd.{name}")[:256])
+        for name, admin in commands
+        if not admin and f"cmd.{name}" in MESSAGES
+    ]
+
+
+class AiogramChannel:
+    """The Telegram channel on aiogram; sends replies and refunds Stars payments."""
+
+    name = NAME
+
+    def __init__(self, app) -> None:
+        self.app = app
+        settings = app.settings
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+        self.bot = Bot(
+            settings.telegram_bot_token.get_secret_value(),
+            session=session,
+            default=DefaultBotProperties(parse_mode="HTML"),
+        )
+        self.dp = Dispatcher()
+        self.dp.include_router(self._router())
+        self._polling: asyncio.Task | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _router(self) -> Router:
+        router = Router(name="coursebot")
+        router.message.register(self._on_message)
+        router.callback_query.register(self._on_callback)
+        router.pre_checkout_query.register(self._on_pre_checkout)
+        return router
+
+    async def _on_message(self, message: Message, event_update: Update) -> None:
+        if message.from_user is None or message.chat.type != "private":
+            return
+        msg = message_to_incoming(event_update, message)
+        await self._deliver(msg, await self.app.dispatcher.dispatch(msg))
+
+    async def _on_callback(self, query: CallbackQuery, event_update: Update) -> None:
+        # Answer first so the button stops spinning even if handling takes a while.
+        await self._safely(query.answer())
+        msg = callback_to_incoming(event_update, query)
+        await self._deliver(msg, await self.app.dispatcher.dispatch(msg))
+
+    async def _on_pre_checkout(self, query: PreCheckoutQuery, event_update: Update) -> None:
+        msg = pre_checkout_to_incoming(event_update, query)
+        outputs = await self.app.dispatcher.dispatch(msg)
+        answer = next((o for o in outputs if isinstance(o, PreCheckoutAnswer)), None)
+        if answer is None:  # a redelivered query: it was answered the first time
+            return
+        await self.bot.answer_pre_checkout_query(
+            query.id, ok=answer.ok, error_message=None if answer.ok else answer.error
+        )
+
+    async def _deliver(self, msg: Incoming, outputs) -> None:
+        for output in outputs:
+            if not isinstance(output, Reply):
+                continue
+            channel = self.app.channels.get(output.to.channel) if output.to else self
+            user_ref = output.to.user_ref if output.to else msg.user_ref
+            try:
+                await channel.send(user_ref, output)
+            except ChannelError as error:
+                log.warning("reply to %s not delivered: %s", msg.user_ref, error)
+
+    async def _safely(self, call) -> None:
+        try:
+            await call
+        except (TelegramBadRequest, TelegramNetworkError) as error:
+            log.info("ignored Telegram error: %s", error)
+
+    async def send(self, user_ref: str, reply: Reply) -> None:
+        """Send one reply; Telegram errors become the core's ChannelError kinds."""
+        try:
+            await self._send(int(user_ref), reply)
+        except TelegramRetryAfter as error:
+            raise RateLimited(error.retry_after, str(error)) from error
+        except TelegramForbiddenError as error:
+            raise Unreachable(str(error)) from error
+        except TelegramBadRequest as error:
+            raise RejectedMessage(str(error)) from error
+        except (TelegramNetworkError, TelegramServerError) as error:
+            raise ChannelError(str(error)) from error
+
+    async def _send(self, chat_id: int, reply: Reply) -> None:
+        markup = keyboard(reply)
+        if reply.image is not None:
+            photo = BufferedInputFile(reply.image, filename="chart.png")
+            await self.bot.send_photo(
+                chat_id, photo, caption=reply.text[:1024] or None, reply_markup=markup
+            )
+        elif reply.text:
+            pieces = split_text(reply.text)
+            for n, piece in enumerate(pieces):
+                last = n == len(pieces) - 1
+                await self.bot.send_message(chat_id, piece, reply_markup=markup if last else None)
+        if reply.invoice is not None:
+            invoice = reply.invoice
+            await self.bot.send_invoice(
+                chat_id,
+                title=invoice.title,
+                description=invoice.description,
+                payload=invoice.payload,
+                currency=invoice.currency,
+                prices=[LabeledPrice(label=invoice.label, amount=invoice.amount)],
+            )
+
+    async def refund(self, user_ref: str, charge_id: str) -> None:
+        """Refund a Stars payment."""
+        try:
+            await self.bot.refund_star_payment(int(user_ref), charge_id)
+        except (TelegramBadRequest, TelegramNetworkError, TelegramServerError) as error:
+            raise ChannelError(str(error)) from error
+
+    async def set_commands(self) -> None:
+        """Publish the learner commands in zh and en."""
+        commands = self.app.dispatcher.router.help
+        for locale in LOCALES:
+            await self.bot.set_my_commands(
+                bot_commands(locale, commands),
+                scope=BotCommandScopeDefault(),
+                language_code=locale,
+            )
+        default = self.app.settings.default_locale
+        await self.bot.set_my_commands(bot_commands(default, commands))
+
+    async def start(self) -> None:
+        """Publish commands, then poll, or serve the webhook when TELEGRAM_WEBHOOK_URL is set."""
+        await self.set_commands()
+        settings = self.app.settings
+        if settings.telegram_webhook_url:
+            await self._start_webhook()
+        else:
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            # handle_as_tasks=False: an update is confirmed to Telegram only after its
+            # transaction committed, so a crash re-fetches it instead of losing it.
+            self._polling = asyncio.create_task(
+                self.dp.start_polling(
+                    self.bot,
+                    handle_signals=False,
+                    handle_as_tasks=False,
+                    allowed_updates=ALLOWED_UPDATES,
+                    close_bot_session=False,
+                )
+            )
+
+    async def _start_webhook(self) -> None:
+        settings = self.app.settings
+        secret = settings.telegram_webhook_secret
+        secret_value = secret.get_secret_value() if secret else None
+        web_app = web.Application()
+        # handle_in_background=False: Telegram gets its 200 only after the update committed.
+        SimpleRequestHandler(
+            self.dp, self.bot, secret_token=secret_value, handle_in_background=False
+        ).register(web_app, path="/telegram")
+        self._runner = web.AppRunner(web_app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, settings.web_host, settings.web_port).start()
+        await self.bot.set_webhook(
+            settings.telegram_webhook_url,
+            secret_token=secret_value,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+
+    async def stop(self) -> None:
+        """Stop polling or the webhook server and close the HTTP session."""
+        if self._polling is not None:
+            await self.dp.stop_polling()
+            await asyncio.gather(self._polling, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.bot.session.close()
