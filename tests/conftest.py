@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.bootstrap import build_app
@@ -33,13 +34,30 @@ class FixedClock:
         self.moment += timedelta(**delta)
 
 
-async def reset_postgres(url: str) -> None:
-    """Drop and recreate the public schema so each test starts empty."""
+async def private_database(url: str) -> str:
+    """A database of this test process's own on the server of `url` (parallel runs collide)."""
+    parsed = make_url(url)
+    name = f"{parsed.database}_{os.getpid()}"
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        exists = await conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        )
+        if not exists:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+async def reset_postgres(url: str) -> str:
+    """This process's own database with an empty public schema; returns its URL."""
+    url = await private_database(url)
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         await conn.execute(text("CREATE SCHEMA public"))
     await engine.dispose()
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -51,8 +69,7 @@ async def db_url(request, tmp_path) -> str:
         if REQUIRE_PG:
             pytest.fail("COURSEBOT_REQUIRE_PG=1 but COURSEBOT_TEST_PG_URL is not set")
         pytest.skip("no PostgreSQL server (set COURSEBOT_TEST_PG_URL)")
-    await reset_postgres(PG_URL)
-    return PG_URL
+    return await reset_postgres(PG_URL)
 
 
 @pytest.fixture
@@ -87,4 +104,38 @@ async def app(db_url, clock):
     async with app.uow() as uow:
         await seed_demo(uow)
     yield app
+    await app.close()
+
+
+@pytest.fixture
+async def tg():
+    """A fake Telegram Bot API server."""
+    from tests.fakes.telegram_api import FakeTelegram
+
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+async def start_telegram_app(db_url: str, clock, tg, **overrides):
+    """The app with the real aiogram channel polling (or webhook) against the fake server."""
+    from bot.channels.telegram_aiogram import AiogramChannel
+
+    settings = make_settings(
+        db_url, telegram_bot_token=tg.token, telegram_api_url=tg.base_url, **overrides
+    )
+    app = await build_app(settings, clock=clock)
+    async with app.uow() as uow:
+        await seed_demo(uow)
+    channel = AiogramChannel(app)
+    app.channels.add(channel)
+    await channel.start()
+    return app, channel
+
+
+@pytest.fixture
+async def telegram_app(db_url, clock, tg):
+    """The app serving Telegram by long polling against the fake server."""
+    app, channel = await start_telegram_app(db_url, clock, tg)
+    yield app
+    await channel.stop()
     await app.close()
