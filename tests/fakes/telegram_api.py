@@ -1742,11 +1742,7 @@ class FakeUser:
     async def pay(
         self, invoice_message: Any = None, *, timeout: float | None = None
     ) -> str | None:
-        """Pay an invoice: pre_checkout_query, wait for the answer, then successful_payment.
-
-        Returns the telegram_payment_charge_id, or None when the bot declined (the error is in
-        last_payment_error). Raises TimeoutError when the bot never answered.
-        """
+        """Pay the invoice; return the charge id, or None if declined (see last_payment_error)."""
         invoice = self.tg._resolve_invoice(self.id, invoice_message)
         query_id = self.tg._next_id("pcq")
         query = {

@@ -84,12 +84,14 @@ async def test_aiogram_bot_helper(tg: FakeTelegram) -> None:
 
 @pytest_asyncio.fixture
 async def tg() -> AsyncIterator[FakeTelegram]:
+    """Run a fresh fake Bot API server for one test."""
     async with FakeTelegram() as fake:
         yield fake
 
 
 @pytest_asyncio.fixture
 async def bot(tg: FakeTelegram) -> AsyncIterator[Bot]:
+    """Give an aiogram Bot talking to the fake."""
     bot = make_bot(tg)
     yield bot
     await close_bot(bot)
@@ -157,6 +159,7 @@ async def test_every_result_validates_as_the_aiogram_type(tg: FakeTelegram) -> N
             {"commands": [{"command": "start", "description": "Start"}]},
         ),
         ("getMyCommands", methods.GetMyCommands, {}),
+        ("setWebhook", methods.SetWebhook, {"url": "http://127.0.0.1:9/hook"}),
         ("getWebhookInfo", methods.GetWebhookInfo, {}),
         ("deleteWebhook", methods.DeleteWebhook, {}),
         (
@@ -212,7 +215,28 @@ async def test_every_result_validates_as_the_aiogram_type(tg: FakeTelegram) -> N
         tg, "answerCallbackQuery", callback_query_id=press["callback_query"]["id"]
     )
     Response[bool].model_validate(body)
+
+    paying = asyncio.create_task(user.pay())
+    query = await tg.wait_until(
+        lambda: next((u["pre_checkout_query"] for u in tg.updates if "pre_checkout_query" in u), 0)
+    )
+    status, body = await raw_call(
+        tg, "answerPreCheckoutQuery", pre_checkout_query_id=query["id"], ok=True
+    )
+    Response[bool].model_validate(body)
+    charge_id = await paying
+    status, body = await raw_call(
+        tg, "refundStarPayment", user_id=USER_ID, telegram_payment_charge_id=charge_id
+    )
+    assert status == 200
+    Response[bool].model_validate(body)
+
     status, body = await raw_call(tg, "getUpdates", offset=0)
+    assert {update_type for u in body["result"] for update_type in u} >= {
+        "message",
+        "callback_query",
+        "pre_checkout_query",
+    }
     Response[list[Update]].model_validate(body)
     for update in tg.updates:
         Update.model_validate(update)
