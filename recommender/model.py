@@ -1,0 +1,338 @@
+"""Surprise SVD trained for ranking, and the numpy-only factor model that serves it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from surprise import SVD, Trainset
+
+from recommender.signals import SignalWeights
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+POSITIVE_THRESHOLD = 2.5
+Progress = Callable[[str, int, int], None]
+Rating = tuple[int, int, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    """Hyperparameters of the ranking SVD and of the popularity blend."""
+
+    n_factors: int = 32
+    n_epochs: int = 40
+    lr_all: float = 0.01
+    reg_all: float = 0.2
+    random_state: int = 42
+    neg_ratio: float = 4.0
+    neg_sampling: str = "popularity"
+    neg_pop_power: float = 0.75
+    blend_k: float = 2.0
+
+
+@dataclass(eq=False)
+class FactorModel:
+    """Trained factors (pu, qi, bu, bi, global mean); scores all items in one numpy expression."""
+
+    pu: np.ndarray
+    qi: np.ndarray
+    bu: np.ndarray
+    bi: np.ndarray
+    global_mean: float
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_pop: np.ndarray
+    blend_k: float = 2.0
+    user_index: dict[int, int] = field(init=False, repr=False)
+    item_index: dict[int, int] = field(init=False, repr=False)
+    _item_order: np.ndarray = field(init=False, repr=False)
+    _item_sorted: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.user_index = {int(raw): inner for inner, raw in enumerate(self.user_ids)}
+        self.item_index = {int(raw): inner for inner, raw in enumerate(self.item_ids)}
+        self._item_order = np.argsort(self.item_ids, kind="stable")
+        self._item_sorted = self.item_ids[self._item_order]
+
+    def inner_items(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Map raw course ids to inner indices in one vectorised lookup; -1 where unknown."""
+        raw_ids = np.asarray(raw_ids, dtype=np.int64)
+        if not len(self._item_sorted):
+            return np.full(len(raw_ids), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._item_sorted, raw_ids), len(self._item_sorted) - 1)
+        return np.where(self._item_sorted[pos] == raw_ids, self._item_order[pos], -1)
+
+    @classmethod
+    def from_algo(cls, algo: SVD, item_pop: np.ndarray, blend_k: float) -> FactorModel:
+        """Copy the factors out of a fitted ``surprise.SVD``; ``item_pop`` is by inner id."""
+        ts = algo.trainset
+        users = np.array([ts.to_raw_uid(u) for u in range(ts.n_users)], dtype=np.int64)
+        items = np.array([ts.to_raw_iid(i) for i in range(ts.n_items)], dtype=np.int64)
+        return cls(
+            pu=np.asarray(algo.pu, dtype=np.float64),
+            qi=np.asarray(algo.qi, dtype=np.float64),
+            bu=np.asarray(algo.bu, dtype=np.float64),
+            bi=np.asarray(algo.bi, dtype=np.float64),
+            global_mean=float(ts.global_mean),
+            user_ids=users,
+            item_ids=items,
+            item_pop=np.asarray(item_pop, dtype=np.float64),
+            blend_k=blend_k,
+        )
+
+    def knows(self, learner_id: int) -> bool:
+        """Tell whether the learner was in the training data."""
+        return learner_id in self.user_index
+
+    def scores(self, learner_id: int) -> np.ndarray | None:
+        """Return the unclipped SVD estimate for every item (inner order), or None if unknown."""
+        u = self.user_index.get(learner_id)
+        if u is None:
+            return None
+        return self.global_mean + self.bu[u] + self.bi + self.qi @ self.pu[u]
+
+    def popularity_prior(self) -> np.ndarray:
+        """Return item popularity squashed to 0..1 (log scale), inner order."""
+        top = np.log1p(self.item_pop.max(initial=0.0))
+        return np.log1p(self.item_pop) / top if top > 0 else np.zeros_like(self.item_pop)
+
+    def blended(self, learner_id: int, history_n: int) -> np.ndarray | None:
+        """Blend normalised SVD scores with the popularity prior; weight k/(k+n) on popularity."""
+        raw = self.scores(learner_id)
+        if raw is None:
+            return None
+        span = raw.max() - raw.min()
+        norm = (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)
+        alpha = self.blend_k / (self.blend_k + max(history_n, 0)) if self.blend_k > 0 else 0.0
+        return (1.0 - alpha) * norm + alpha * self.popularity_prior()
+
+    def item_similarity(self, ids: Sequence[int], anchors: Sequence[int]) -> np.ndarray:
+        """Cosine similarity of item factors, len(ids) x len(anchors); unknown items score 0."""
+        out = np.zeros((len(ids), len(anchors)))
+        rows = [(j, self.item_index[i]) for j, i in enumerate(ids) if i in self.item_index]
+        cols = [(j, self.item_index[a]) for j, a in enumerate(anchors) if a in self.item_index]
+        if not rows or not cols:
+            return out
+        a, b = self.qi[[p for _, p in rows]], self.qi[[p for _, p in cols]]
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        block = a @ b.T
+        out[np.ix_([j for j, _ in rows], [j for j, _ in cols])] = block
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (temp file + rename) and keep the replaced file as ``<name>.prev``."""
+        save_atomic(self, Path(path))
+
+
+def prev_path(path: Path) -> Path:
+    """Return where the previous model is kept."""
+    return path.with_name(path.name + ".prev")
+
+
+def _arrays(model: FactorModel) -> dict[str, np.ndarray]:
+    return {
+        "format_version": np.array(FORMAT_VERSION),
+        "pu": model.pu,
+        "qi": model.qi,
+        "bu": model.bu,
+        "bi": model.bi,
+        "global_mean": np.array(model.global_mean),
+        "user_ids": model.user_ids,
+        "item_ids": model.item_ids,
+        "item_pop": model.item_pop,
+        "blend_k": np.array(model.blend_k),
+    }
+
+
+def save_atomic(model: FactorModel, path: Path) -> None:
+    """Save ``model`` to ``path`` so that readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **_arrays(model))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        if _read(tmp) is None:
+            raise ValueError(f"freshly written model {tmp} does not load")
+        if path.exists():
+            _keep_previous(path)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _keep_previous(path: Path) -> None:
+    """Copy ``path`` to ``.prev`` via a hard link so ``path`` itself never disappears."""
+    staging = path.with_name(path.name + ".prev.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(path, staging)
+    except OSError:
+        staging.write_bytes(path.read_bytes())
+    os.replace(staging, prev_path(path))
+
+
+def _validate(data: dict[str, np.ndarray]) -> FactorModel:
+    if int(data["format_version"]) != FORMAT_VERSION:
+        raise ValueError(f"format version {int(data['format_version'])} != {FORMAT_VERSION}")
+    pu, qi, bu, bi = data["pu"], data["qi"], data["bu"], data["bi"]
+    users, items, pop = data["user_ids"], data["item_ids"], data["item_pop"]
+    if pu.ndim != 2 or qi.ndim != 2 or pu.shape[1] != qi.shape[1]:
+        raise ValueError("factor matrices have inconsistent shapes")
+    if not (len(pu) == len(bu) == len(users) and len(qi) == len(bi) == len(items) == len(pop)):
+        raise ValueError("factor, bias and id arrays have inconsistent lengths")
+    for name in ("pu", "qi", "bu", "bi", "item_pop", "global_mean"):
+        if not np.all(np.isfinite(data[name])):
+            raise ValueError(f"{name} has non-finite values")
+    if len(set(users.tolist())) != len(users) or len(set(items.tolist())) != len(items):
+        raise ValueError("duplicate raw ids")
+    return FactorModel(
+        pu=pu, qi=qi, bu=bu, bi=bi, global_mean=float(data["global_mean"]),
+        user_ids=users.astype(np.int64), item_ids=items.astype(np.int64),
+        item_pop=pop.astype(np.float64), blend_k=float(data["blend_k"]),
+    )
+
+
+def _read(path: Path) -> FactorModel | None:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return _validate({name: npz[name] for name in npz.files})
+    except FileNotFoundError:
+        log.info("model file %s does not exist", path)
+    except Exception as exc:  # noqa: BLE001 - any corruption means "do not use this file"
+        log.warning("model file %s is unusable: %s: %s", path, type(exc).__name__, exc)
+    return None
+
+
+def load(path: str | os.PathLike) -> FactorModel | None:
+    """Load a model, falling back to ``<name>.prev``, then None; logs why, never raises."""
+    path = Path(path)
+    model = _read(path)
+    if model is None:
+        model = _read(prev_path(path))
+        if model is not None:
+            log.warning("serving the previous model %s", prev_path(path))
+    if model is None:
+        log.warning("no usable model at %s; popularity fallback will serve", path)
+    return model
+
+
+def _popularity(ratings: Sequence[Rating]) -> dict[int, float]:
+    counts: dict[int, float] = defaultdict(float)
+    for _, item, r in ratings:
+        if r >= POSITIVE_THRESHOLD:
+            counts[item] += 1.0
+    return counts
+
+
+def sample_negatives(
+    ratings: Sequence[Rating],
+    items: Sequence[int],
+    params: ModelParams,
+    negative: float,
+) -> list[Rating]:
+    """Draw untouched items per learner, ``neg_ratio`` per touched item, at ``negative``."""
+    if params.neg_ratio <= 0 or not items:
+        return []
+    rng = np.random.default_rng(params.random_state)
+    item_arr = np.asarray(items, dtype=np.int64)
+    cdf = np.cumsum(_sampling_weights(ratings, item_arr, params))
+    cdf /= cdf[-1]
+    touched: dict[int, set[int]] = defaultdict(set)
+    for user, item, _ in ratings:
+        touched[user].add(item)
+    out: list[Rating] = []
+    for user, seen in touched.items():
+        want = min(int(round(params.neg_ratio * len(seen))), len(item_arr) - len(seen))
+        out.extend((user, it, negative) for it in _draw(rng, cdf, item_arr, seen, want))
+    return out
+
+
+def _sampling_weights(ratings: Sequence[Rating], items: np.ndarray, params: ModelParams):
+    if params.neg_sampling == "uniform":
+        return np.ones(len(items))
+    if params.neg_sampling != "popularity":
+        raise ValueError(f"unknown neg_sampling {params.neg_sampling!r}")
+    pop = _popularity(ratings)
+    return np.array([pop.get(int(i), 0.0) + 1.0 for i in items]) ** params.neg_pop_power
+
+
+def _draw(rng, cdf: np.ndarray, items: np.ndarray, seen: set[int], want: int) -> list[int]:
+    chosen: list[int] = []
+    picked: set[int] = set()
+    for _ in range(8):
+        if len(chosen) >= want:
+            break
+        draws = items[np.searchsorted(cdf, rng.random(2 * want + 8), side="right")]
+        for item in draws.tolist():
+            if item not in seen and item not in picked and len(chosen) < want:
+                picked.add(item)
+                chosen.append(item)
+    return chosen
+
+
+def build_trainset(rows: Iterable[Rating], rating_scale=(1.0, 5.0)) -> Trainset:
+    """Build a ``surprise.Trainset`` straight from (user, item, rating) rows."""
+    uid: dict[int, int] = {}
+    iid: dict[int, int] = {}
+    ur: dict[int, list] = defaultdict(list)
+    ir: dict[int, list] = defaultdict(list)
+    n = 0
+    for user, item, r in rows:
+        u = uid.setdefault(user, len(uid))
+        i = iid.setdefault(item, len(iid))
+        ur[u].append((i, float(r)))
+        ir[i].append((u, float(r)))
+        n += 1
+    return Trainset(ur, ir, len(uid), len(iid), n, rating_scale, uid, iid)
+
+
+class RankingSVD:
+    """Surprise SVD fitted on pseudo-ratings plus sampled negatives, exported as factors."""
+
+    def __init__(self, params: ModelParams | None = None, weights: SignalWeights | None = None):
+        self.params = params or ModelParams()
+        self.weights = weights or SignalWeights()
+        self.algo: SVD | None = None
+        self.factors: FactorModel | None = None
+        self.stats: dict[str, float] = {}
+
+    def fit(
+        self,
+        ratings: Sequence[Rating],
+        items: Iterable[int] = (),
+        progress: Progress | None = None,
+    ) -> RankingSVD:
+        """Train on pseudo-ratings; ``items`` adds catalog courses eligible as negatives."""
+        tick = progress or (lambda stage, done, total: None)
+        p = self.params
+        all_items = sorted({i for _, i, _ in ratings} | set(items))
+        tick("negatives", 0, 3)
+        negatives = sample_negatives(ratings, all_items, p, self.weights.negative)
+        tick("fit", 1, 3)
+        trainset = build_trainset([*ratings, *negatives])
+        self.algo = SVD(
+            n_factors=p.n_factors, n_epochs=p.n_epochs, lr_all=p.lr_all, reg_all=p.reg_all,
+            random_state=p.random_state,
+        ).fit(trainset)
+        tick("export", 2, 3)
+        pop = _popularity(ratings)
+        raw_items = (trainset.to_raw_iid(i) for i in range(trainset.n_items))
+        inner_pop = np.array([pop.get(item, 0.0) for item in raw_items])
+        self.factors = FactorModel.from_algo(self.algo, inner_pop, p.blend_k)
+        self.stats = {"pseudo_ratings": len(ratings), "negatives": len(negatives),
+                      "learners": trainset.n_users, "courses": trainset.n_items}
+        tick("done", 3, 3)
+        return self
