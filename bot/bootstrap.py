@@ -16,6 +16,19 @@ from storage.migrate import upgrade_engine
 from storage.uow import UnitOfWorkFactory
 
 
+async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Clock):
+    """The recommender with the saved model, or popularity from stored interactions."""
+    from handlers.recommend import training_data
+    from recommender.service import Recommender
+
+    recommender = Recommender(settings.recommender_model_path, clock=clock.now)
+    if recommender.model is None:
+        async with uow() as work:
+            interactions, _ = await training_data(work)
+        recommender.update_popularity(interactions)
+    return recommender
+
+
 @dataclass
 class App:
     """Everything a running coursebot process shares."""
@@ -47,7 +60,7 @@ async def build_app(
         "settings": settings,
         "clock": clock,
         "channels": channels,
-        "recommender": None,
+        "recommender": await load_recommender(settings, uow, clock),
         **extra_deps,
     }
     warm_up()

@@ -106,5 +106,28 @@ def run(
     asyncio.run(run_forever(settings, role))
 
 
+def _mount_recommender() -> None:
+    from recommender.cli import recommender_app, set_train_loader
+
+    def load_from_database():
+        async def read():
+            from bot.bootstrap import build_app
+            from handlers.recommend import training_data
+
+            app_ = await build_app(_settings())
+            try:
+                async with app_.uow() as uow:
+                    return await training_data(uow)
+            finally:
+                await app_.close()
+
+        return asyncio.run(read())
+
+    set_train_loader(load_from_database, Path(Settings().recommender_model_path))
+    app.add_typer(recommender_app, name="recommender")
+
+
+_mount_recommender()
+
 if __name__ == "__main__":
     app()

@@ -287,7 +287,7 @@ def _as_outputs(result: Any) -> list[Output]:
 
 
 async def call_with_deps(handler: Handler, deps: dict[str, Any]) -> Any:
-    """Call `handler`, passing each dependency it names as a parameter."""
+    """Call `handler`, passing each dependency it names as a parameter (hooks too)."""
     params = inspect.signature(handler).parameters
     missing = [name for name in params if name not in deps]
     if missing:

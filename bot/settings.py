@@ -49,6 +49,26 @@ class Settings(BaseSettings):
     send_rate_per_second: float = 25.0
     default_locale: Literal["zh", "en"] = "zh"
     catalog_page_size: int = Field(default=5, ge=1, le=20)
+    # Ratings, reviews and questions (issue 5).
+    session_duration_minutes: int = Field(default=90, ge=1)
+    rating_weight_content: float = Field(default=0.4, ge=0)
+    rating_weight_instructor: float = Field(default=0.3, ge=0)
+    rating_weight_interaction: float = Field(default=0.3, ge=0)
+    review_max_chars: int = Field(default=1000, ge=1)
+    reviews_page_size: int = Field(default=5, ge=1, le=20)
+    question_max_chars: int = Field(default=2000, ge=1)
+    question_rate_per_hour: int = Field(default=10, ge=1)
+    faq_match_threshold: float = Field(default=0.25, gt=0, le=1)
+    # Scheduler and outbox sender (issue 4).
+    scheduler_misfire_grace_seconds: int = Field(default=3600, ge=1)
+    scheduler_sync_seconds: float = Field(default=15.0, gt=0)
+    scheduler_jobstore_url: str | None = None
+    sender_batch_size: int = Field(default=100, ge=1, le=1000)
+    sender_concurrency: int = Field(default=8, ge=1, le=256)
+    sender_max_attempts: int = Field(default=5, ge=1)
+    sender_lease_seconds: float = Field(default=120.0, gt=0)
+    sender_poll_seconds: float = Field(default=0.5, gt=0)
+    recommender_model_path: str = "./models/recommender.npz"
     log_level: str = "INFO"
 
     @field_validator("admins", mode="before")

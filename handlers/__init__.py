@@ -14,6 +14,9 @@ FEATURES = [
     "mycourses",
     "language",
     "admin",
+    "recommend",
+    "feedback",
+    "questions",
 ]
 
 
@@ -23,5 +26,8 @@ def build_router() -> Router:
 
     modules = [importlib.import_module(f"handlers.{name}") for name in FEATURES]
     router = merge_routers(module.router for module in modules)
+    for module in modules:  # a module may wrap merged routes (questions: reply-to answers)
+        if hasattr(module, "wrap_router"):
+            module.wrap_router(router)
     start.HELP_ORDER[:] = router.help
     return router

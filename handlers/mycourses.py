@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from bot.core import Button, Reply, Router, esc
+from bot.core import Button, Reply, Router, call_with_deps, esc
 from handlers.catalog import course_title
 from handlers.i18n import add_messages
 
@@ -26,13 +26,14 @@ AFTER_MY_COURSES: list[MineSection] = []
 
 
 def after_my_courses(fn: MineSection) -> MineSection:
-    """Register replies to add after /mycourses: fn(learner, uow, t, clock, msg)."""
+    """Register replies after /mycourses; fn names any of learner, uow, t, clock, msg,
+    recommender."""
     AFTER_MY_COURSES.append(fn)
     return fn
 
 
 @router.command("mycourses", "我的课程", "mine")
-async def my_courses(msg, learner, uow, t, clock) -> list[Reply]:
+async def my_courses(msg, learner, uow, t, clock, recommender) -> list[Reply]:
     """List owned courses, each a button to its card."""
     courses = await uow.enrolments.courses_of(learner.id)
     if not courses:
@@ -41,12 +42,13 @@ async def my_courses(msg, learner, uow, t, clock) -> list[Reply]:
         lines = [t("mine.title")] + [f"#{c.id} {esc(course_title(c, t))}" for c in courses]
         rows = [[Button(course_title(c, t), f"course:{c.id}")] for c in courses]
         replies = [Reply("\n".join(lines), rows)]
+    context = dict(learner=learner, uow=uow, t=t, clock=clock, msg=msg, recommender=recommender)
     for section in AFTER_MY_COURSES:
-        replies += await section(learner=learner, uow=uow, t=t, clock=clock, msg=msg)
+        replies += await call_with_deps(section, context)
     return replies
 
 
 @router.button("mine")
-async def my_courses_button(msg, learner, uow, t, clock) -> list[Reply]:
+async def my_courses_button(msg, learner, uow, t, clock, recommender) -> list[Reply]:
     """/mycourses from a button."""
-    return await my_courses(msg, learner, uow, t, clock)
+    return await my_courses(msg, learner, uow, t, clock, recommender)

@@ -13,6 +13,7 @@ from bot.core import (
     PreCheckoutAnswer,
     Reply,
     Router,
+    call_with_deps,
     esc,
 )
 from handlers.catalog import course_title
@@ -82,7 +83,8 @@ AFTER_PURCHASE: list[AfterPurchase] = []
 
 
 def after_purchase(fn: AfterPurchase) -> AfterPurchase:
-    """Register replies to add after a purchase: fn(learner, course, uow, t, clock, msg)."""
+    """Register replies after a purchase; fn names any of learner, course, uow, t, clock, msg,
+    recommender."""
     AFTER_PURCHASE.append(fn)
     return fn
 
@@ -162,7 +164,9 @@ async def pre_checkout(msg: Incoming, uow, learner, t) -> PreCheckoutAnswer:
 
 
 @router.on("payment")
-async def successful_payment(msg: Incoming, uow, learner, t, clock, channels) -> list[Reply]:
+async def successful_payment(
+    msg: Incoming, uow, learner, t, clock, channels, recommender
+) -> list[Reply]:
     """Record the payment and enrol in one transaction, once per charge id."""
     info = msg.payment
     if await uow.payments.by_charge(info.charge_id):
@@ -198,8 +202,11 @@ async def successful_payment(msg: Incoming, uow, learner, t, clock, channels) ->
     replies = [
         Reply(t("pay.done", title=esc(course_title(course, t))), [[Button(t("pay.mine"), "mine")]])
     ]
+    context = dict(
+        learner=learner, course=course, uow=uow, t=t, clock=clock, msg=msg, recommender=recommender
+    )
     for hook in AFTER_PURCHASE:
-        replies += await hook(learner=learner, course=course, uow=uow, t=t, clock=clock, msg=msg)
+        replies += await call_with_deps(hook, context)
     return replies
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage import repos
+from storage import feedback, live, repos
 
 
 class UnitOfWork:
@@ -26,6 +26,13 @@ class UnitOfWork:
         self.outbox = repos.OutboxRepo(s)
         self.interactions = repos.InteractionRepo(s)
         self.kv = repos.KeyValueRepo(s)
+        self.ratings = feedback.RatingRepo(s)
+        self.questions = feedback.QuestionRepo(s)
+        self.sessions = live.SessionRepo(s)
+        self.reminders = live.ReminderRepo(s)
+        self.audience = live.AudienceRepo(s)
+        self.broadcasts = live.BroadcastRepo(s)
+        self.claims = live.OutboxClaims(s)
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:

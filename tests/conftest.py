@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -91,6 +92,7 @@ def make_settings(url: str, **overrides) -> Settings:
         admins=frozenset({f"telegram:{ADMIN_TG}", "console:me"}),
         default_locale="zh",
         telegram_bot_token=None,
+        recommender_model_path=f"{tempfile.gettempdir()}/coursebot-no-model-{os.getpid()}.npz",
         _env_file=None,
     )
     values.update(overrides)

@@ -47,7 +47,6 @@ def test_console_journey_through_stdin(tmp_path):
     assert len(my_courses) == 2, "the bought course shows in /mycourses"
     assert "「Python 入门」的搜索结果" in out
     assert "Refunded payment #1 (150 XTR)" in out
-    assert out.rstrip().endswith(
-        "You don't own any course yet. Send /catalog to have a look.\n"
-        "1. 📚 Browse courses".rstrip()
-    )
+    after_refund = out.split("Refunded payment #1")[1]
+    assert "You don't own any course yet" in after_refund
+    assert "You may also like" in after_refund

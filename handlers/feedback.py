@@ -1,0 +1,331 @@
+"""Ratings in three 1–5 steps, an optional review, and reviews on course cards."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.core import Button, Incoming, Reply, Router, esc, expect_text, reply_to_body
+from handlers.catalog import card_buttons, card_section, course_title
+from handlers.i18n import add_messages, translator_for
+
+router = Router()
+ASPECTS = ("content", "instructor", "interaction")
+CARD_REVIEWS = 2
+CARD_REVIEW_CHARS = 140
+
+add_messages(
+    {
+        "cmd.rate": {"zh": "给已购课程评分", "en": "Rate a course you own"},
+        "cmd.reviews": {
+            "zh": "查看课程评价：/reviews 课程编号",
+            "en": "Course reviews: /reviews id",
+        },
+        "rate.none_owned": {
+            "zh": "你还没有购买课程，购买后才能评分。发送 /catalog 浏览课程。",
+            "en": "You don't own any course yet; only buyers can rate. Send /catalog to browse.",
+        },
+        "rate.not_owned": {
+            "zh": "只有购买了这门课程的学员才能评分。",
+            "en": "Only learners who bought this course can rate it.",
+        },
+        "rate.pick": {"zh": "要给哪门课程评分？", "en": "Which course would you like to rate?"},
+        "rate.step.content": {
+            "zh": "《{title}》评分 1/3\n<b>内容</b>：课程内容打几分？（1 最低，5 最高）",
+            "en": "Rating “{title}” 1/3\n<b>Content</b>: how good was the content? "
+            "(1 lowest, 5 highest)",
+        },
+        "rate.step.instructor": {
+            "zh": "《{title}》评分 2/3\n<b>讲师表达</b>：讲师讲得清楚吗？",
+            "en": "Rating “{title}” 2/3\n<b>Instructor</b>: how clear was the instructor?",
+        },
+        "rate.step.interaction": {
+            "zh": "《{title}》评分 3/3\n<b>互动</b>：答疑和互动怎么样？",
+            "en": "Rating “{title}” 3/3\n<b>Interaction</b>: how were Q&amp;A and interaction?",
+        },
+        "rate.saved": {
+            "zh": "✅ 已记录评分：内容 {content}，讲师表达 {instructor}，互动 {interaction}，"
+            "综合 <b>{score}</b>。\n想写几句评价吗？直接发送文字（最多 {limit} 字），"
+            "或点击“跳过”。",
+            "en": "✅ Rating saved: content {content}, instructor {instructor}, "
+            "interaction {interaction}, overall <b>{score}</b>.\nWould you like to write a "
+            "review? Just send it (up to {limit} characters), or press “Skip”.",
+        },
+        "rate.changed": {
+            "zh": "✅ 已更新你的评分：内容 {content}，讲师表达 {instructor}，互动 {interaction}，"
+            "综合 <b>{score}</b>。\n发送新的文字评价（最多 {limit} 字）可替换原来的，"
+            "或点击“跳过”保留原评价。",
+            "en": "✅ Rating changed: content {content}, instructor {instructor}, "
+            "interaction {interaction}, overall <b>{score}</b>.\nSend a new review (up to "
+            "{limit} characters) to replace yours, or press “Skip” to keep it.",
+        },
+        "rate.skip": {"zh": "跳过", "en": "Skip"},
+        "rate.skipped": {"zh": "好的，谢谢你的评分！", "en": "Done. Thank you for rating!"},
+        "rate.button": {"zh": "⭐ 给课程评分", "en": "⭐ Rate this course"},
+        "rate.prompt": {
+            "zh": "《{title}》的直播结束了，给这次课程打个分吧？只需三步。",
+            "en": "The live session of “{title}” has ended. Would you rate it? "
+            "It takes three taps.",
+        },
+        "review.too_long": {
+            "zh": "评价太长了（{count} 字，上限 {limit} 字），没有保存。请缩短后重新发送，"
+            "或点击“跳过”。",
+            "en": "That review is too long ({count} characters, the limit is {limit}); "
+            "nothing was saved. Please send a shorter one, or press “Skip”.",
+        },
+        "review.saved": {"zh": "📝 谢谢你的评价！", "en": "📝 Thank you for your review!"},
+        "card.rating": {
+            "zh": "⭐ 评分 <b>{avg}</b> / 5（{count} 人评分）",
+            "en": "⭐ Rated <b>{avg}</b> / 5 · ratings: {count}",
+        },
+        "card.no_rating": {"zh": "⭐ 暂无评分", "en": "⭐ No ratings yet"},
+        "card.reviews": {"zh": "最新评价：", "en": "Latest reviews:"},
+        "card.more_reviews": {
+            "zh": "发送 /reviews {id} 查看全部 {count} 条评价",
+            "en": "Send /reviews {id} for all {count} reviews",
+        },
+        "reviews.usage": {
+            "zh": "用法：/reviews 课程编号（例如 /reviews 1）",
+            "en": "Usage: /reviews <course_id> (e.g. /reviews 1)",
+        },
+        "reviews.none": {
+            "zh": "《{title}》还没有文字评价。",
+            "en": "“{title}” has no reviews yet.",
+        },
+        "reviews.page": {
+            "zh": "📝 《{title}》的评价（第 {page}/{pages} 页，共 {total} 条）",
+            "en": "📝 Reviews of “{title}” (page {page}/{pages}, {total} reviews)",
+        },
+        "reviews.prev": {"zh": "⬅️ 上一页", "en": "⬅️ Previous"},
+        "reviews.next": {"zh": "下一页 ➡️", "en": "Next ➡️"},
+    }
+)
+
+
+def weighted_score(parts: tuple[int, int, int], settings) -> float:
+    """The seed formula S = Σ wᵢ·Cᵢ with the weights from settings."""
+    weights = (
+        settings.rating_weight_content,
+        settings.rating_weight_instructor,
+        settings.rating_weight_interaction,
+    )
+    return round(sum(w * c for w, c in zip(weights, parts, strict=True)), 4)
+
+
+def _score_text(score: float) -> str:
+    return f"{score:.1f}"
+
+
+def _digits(parts: list[str]) -> list[int] | None:
+    if not all(p.isdigit() for p in parts):
+        return None
+    return [int(p) for p in parts]
+
+
+def _step_buttons(prefix: str) -> list[list[Button]]:
+    return [[Button(f"{n} ⭐", f"{prefix}:{n}") for n in range(1, 6)]]
+
+
+async def _owned_course(course_id: int, learner, uow):
+    course = await uow.courses.get(course_id)
+    if course is None or not await uow.enrolments.owns(learner.id, course.id):
+        return None
+    return course
+
+
+@router.command("rate", "评分")
+async def rate(msg: Incoming, uow, learner, t) -> Reply:
+    """Start rating a course the learner owns: `/rate` or `/rate <course_id>`."""
+    arg = msg.args.strip().lstrip("#")
+    if arg.isdigit():
+        return await start_rating(int(arg), uow, learner, t)
+    owned = await uow.enrolments.courses_of(learner.id)
+    if not owned:
+        return Reply(t("rate.none_owned"))
+    if len(owned) == 1:
+        return await start_rating(owned[0].id, uow, learner, t)
+    rows = [[Button(course_title(c, t), f"rate:{c.id}")] for c in owned]
+    return Reply(t("rate.pick"), rows)
+
+
+@router.button("rate")
+async def rate_button(msg: Incoming, uow, learner, t) -> Reply:
+    """`rate:<course_id>` from a card, a list or a post-session prompt."""
+    arg = msg.payload.partition(":")[2]
+    if not arg.isdigit():
+        return Reply(t("error.stale_button"))
+    return await start_rating(int(arg), uow, learner, t)
+
+
+async def start_rating(course_id: int, uow, learner, t) -> Reply:
+    """Step 1 of 3, for owners only."""
+    course = await _owned_course(course_id, learner, uow)
+    if course is None:
+        return Reply(t("rate.not_owned"))
+    title = esc(course_title(course, t))
+    return Reply(t("rate.step.content", title=title), _step_buttons(f"rt:{course.id}"))
+
+
+@router.button("rt")
+async def rating_step(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
+    """`rt:<course>:<c>[:<i>[:<x>]]`: the next step, or the saved rating when all three are in."""
+    numbers = _digits(msg.payload.split(":")[1:])
+    if not numbers or len(numbers) < 2 or len(numbers) > 4:
+        return Reply(t("error.stale_button"))
+    course_id, parts = numbers[0], numbers[1:]
+    if not all(1 <= p <= 5 for p in parts):
+        return Reply(t("error.stale_button"))
+    course = await _owned_course(course_id, learner, uow)
+    if course is None:
+        return Reply(t("rate.not_owned"))
+    title = esc(course_title(course, t))
+    if len(parts) < 3:
+        prefix = "rt:" + ":".join(str(n) for n in numbers)
+        return Reply(t(f"rate.step.{ASPECTS[len(parts)]}", title=title), _step_buttons(prefix))
+    parts_tuple = (parts[0], parts[1], parts[2])
+    score = weighted_score(parts_tuple, settings)
+    now = clock.now()
+    created = await uow.ratings.upsert(learner.id, course.id, parts_tuple, score, now)
+    await uow.interactions.add(learner.id, course.id, "rating", score, when=now)
+    await expect_text(uow, learner.id, "review", course_id=course.id)
+    text = t(
+        "rate.saved" if created else "rate.changed",
+        content=parts[0],
+        instructor=parts[1],
+        interaction=parts[2],
+        score=_score_text(score),
+        limit=settings.review_max_chars,
+    )
+    return Reply(text, [[Button(t("rate.skip"), f"rvskip:{course.id}")]])
+
+
+@router.button("rvskip")
+async def skip_review(t) -> Reply:
+    """ "Skip": no review this time (the pending step was already cleared by the press)."""
+    return Reply(t("rate.skipped"))
+
+
+@router.step("review")
+async def review_text(msg: Incoming, uow, learner, t, settings, clock, step) -> Reply:
+    """The learner's review after a rating; over the limit nothing is saved."""
+    course_id = int(step["course_id"])
+    text = msg.text.strip()
+    skip = [[Button(t("rate.skip"), f"rvskip:{course_id}")]]
+    if len(text) > settings.review_max_chars:
+        await expect_text(uow, learner.id, "review", course_id=course_id)
+        return Reply(t("review.too_long", count=len(text), limit=settings.review_max_chars), skip)
+    if not text:
+        await expect_text(uow, learner.id, "review", course_id=course_id)
+        return Reply(t("rate.skipped"))
+    if not await _owned_course(course_id, learner, uow):
+        return Reply(t("rate.not_owned"))
+    rating = await uow.ratings.get(learner.id, course_id)
+    if rating is None or not await uow.ratings.set_review(
+        learner.id, course_id, text, clock.now()
+    ):
+        return Reply(t("rate.not_owned"))
+    await uow.interactions.add(learner.id, course_id, "review", rating.score, when=clock.now())
+    return Reply(t("review.saved"))
+
+
+@router.command("reviews", "评价列表")
+async def reviews(msg: Incoming, uow, t, settings) -> Reply:
+    """Page through a course's reviews: `/reviews <course_id>`."""
+    arg = msg.args.strip().lstrip("#")
+    if not arg.isdigit():
+        return Reply(t("reviews.usage"))
+    return await reviews_page(int(arg), 0, uow, t, settings)
+
+
+@router.button("rvw")
+async def reviews_button(msg: Incoming, uow, t, settings) -> Reply:
+    """`rvw:<course_id>:<page>`."""
+    numbers = _digits(msg.payload.split(":")[1:])
+    if not numbers or len(numbers) != 2:
+        return Reply(t("error.stale_button"))
+    return await reviews_page(numbers[0], numbers[1], uow, t, settings)
+
+
+async def reviews_page(course_id: int, page: int, uow, t, settings) -> Reply:
+    """One page of reviews, newest first, every text escaped."""
+    course = await uow.courses.get(course_id)
+    if course is None:
+        return Reply(t("card.not_found"))
+    size = settings.reviews_page_size
+    rows, total = await uow.ratings.reviews(course.id, page * size, size)
+    title = esc(course_title(course, t))
+    if not rows:
+        return Reply(t("reviews.none", title=title))
+    pages = -(-total // size)
+    lines = [t("reviews.page", title=title, page=page + 1, pages=pages, total=total)]
+    for rating, name in rows:
+        lines.append(f"\n⭐ {_score_text(rating.score or 0)} — {esc(name or '?')}")
+        lines.append(esc(rating.review))
+    nav = []
+    if page > 0:
+        nav.append(Button(t("reviews.prev"), f"rvw:{course.id}:{page - 1}"))
+    if page + 1 < pages:
+        nav.append(Button(t("reviews.next"), f"rvw:{course.id}:{page + 1}"))
+    return Reply("\n".join(lines), [nav] if nav else [])
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@card_section
+async def rating_section(course, learner, uow, t, clock) -> str:
+    """The card's average score, number of ratings and the two newest reviews."""
+    avg, count = await uow.ratings.summary(course.id)
+    lines = [t("card.rating", avg=_score_text(avg), count=count) if count else t("card.no_rating")]
+    newest, total = await uow.ratings.reviews(course.id, 0, CARD_REVIEWS)
+    if newest:
+        lines.append(t("card.reviews"))
+        lines += [
+            f"· “{esc(_clip(rating.review, CARD_REVIEW_CHARS))}” — {esc(name or '?')}"
+            for rating, name in newest
+        ]
+    if total > CARD_REVIEWS:
+        lines.append(t("card.more_reviews", id=course.id, count=total))
+    return "\n".join(lines)
+
+
+@card_buttons
+async def rate_card_button(course, learner, owned, uow, t) -> list[Button]:
+    """Owners get a "Rate this course" button on the card."""
+    return [Button(t("rate.button"), f"rate:{course.id}")] if owned else []
+
+
+async def enqueue_rating_prompts(uow, live_session, settings) -> int:
+    """Queue "rate this course" prompts for a session's learners at its end; returns how many.
+
+    The live-sessions feature calls this when a session is scheduled; each row waits in the
+    outbox until start + duration (the session's own, else SESSION_DURATION_MINUTES).
+    """
+    course = await uow.courses.get(live_session.course_id)
+    if course is None:
+        return 0
+    minutes = live_session.duration_minutes or settings.session_duration_minutes
+    due = live_session.starts_at + timedelta(minutes=minutes)
+    queued = 0
+    for learner_id in await uow.enrolments.learners_of(course.id):
+        learner = await uow.learners.get(learner_id)
+        theirs = translator_for(learner.locale or settings.default_locale, settings)
+        body = reply_to_body(
+            Reply(
+                theirs("rate.prompt", title=esc(course_title(course, theirs))),
+                [[Button(theirs("rate.button"), f"rate:{course.id}")]],
+            )
+        )
+        for identity in await uow.learners.identities_of(learner_id):
+            if identity.unreachable_at is not None:
+                continue
+            queued += await uow.outbox.enqueue(
+                identity.channel,
+                identity.user_ref,
+                "rating_prompt",
+                body,
+                learner_id=learner_id,
+                dedupe_key=f"rate-prompt:{live_session.id}:{identity.id}",
+                not_before=due,
+            )
+    return queued

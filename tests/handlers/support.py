@@ -1,0 +1,119 @@
+"""Helpers for the feedback and questions tests: a chat through the dispatcher, the outbox."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from bot.core import Incoming, Reply, reply_from_body
+from storage.models import OutboxMessage
+
+_keys = itertools.count(1)
+
+
+@dataclass
+class Chat:
+    """One user talking to the app's dispatcher (no chat framework involved)."""
+
+    app: object
+    user_ref: str
+    name: str = "Learner"
+    locale: str = "en"
+    channel: str = "console"
+
+    async def _dispatch(self, **fields) -> Reply:
+        msg = Incoming(
+            channel=self.channel,
+            user_ref=self.user_ref,
+            update_key=f"test:{next(_keys)}",
+            locale=self.locale,
+            display_name=self.name,
+            **fields,
+        )
+        replies = [r for r in await self.app.dispatcher.dispatch(msg) if isinstance(r, Reply)]
+        assert len(replies) == 1, replies
+        return replies[0]
+
+    async def send(self, text: str) -> Reply:
+        """A command (`/rate 1`) or plain text."""
+        if text.startswith("/"):
+            command, _, args = text[1:].partition(" ")
+            return await self._dispatch(kind="command", command=command, args=args, text=text)
+        return await self._dispatch(kind="text", text=text)
+
+    async def press(self, payload: str) -> Reply:
+        """A button press by payload."""
+        return await self._dispatch(kind="button", payload=payload)
+
+    async def learner_id(self) -> int:
+        """This user's learner id."""
+        async with self.app.uow() as uow:
+            identity = await uow.learners.identity(self.channel, self.user_ref)
+            return identity.learner_id
+
+
+def payloads(reply: Reply) -> list[str]:
+    """Every button payload of a reply."""
+    return [b.payload for row in reply.buttons for b in row]
+
+
+async def learner_for(app, channel: str, user_ref: str, name: str = "", locale="en") -> int:
+    """Create (or find) the learner behind `channel:user_ref`."""
+    async with app.uow() as uow:
+        learner = await uow.learners.resolve(channel, user_ref, name, locale, app.settings)
+        await uow.commit()
+        return learner.id
+
+
+async def enrol(app, channel: str, user_ref: str, *course_ids: int, name: str = "") -> int:
+    """Make a learner own some courses; returns the learner id."""
+    learner_id = await learner_for(app, channel, user_ref, name)
+    async with app.uow() as uow:
+        for course_id in course_ids:
+            await uow.enrolments.add(learner_id, course_id, None)
+        await uow.commit()
+    return learner_id
+
+
+async def set_instructor(app, course_id: int, learner_id: int) -> None:
+    """Make a learner the instructor of a course."""
+    async with app.uow() as uow:
+        course = await uow.courses.get(course_id)
+        course.instructor_learner_id = learner_id
+        await uow.commit()
+
+
+async def pending(app) -> list[OutboxMessage]:
+    """Outbox rows not yet sent, oldest first."""
+    async with app.uow() as uow:
+        stmt = (
+            select(OutboxMessage)
+            .where(OutboxMessage.status == "pending")
+            .order_by(OutboxMessage.id)
+        )
+        return list((await uow.session.execute(stmt)).scalars())
+
+
+async def deliver_outbox(app) -> int:
+    """Send pending outbox rows through app.channels (scheduler.sender.drain_once if present)."""
+    try:
+        from scheduler.sender import drain_once
+    except ImportError:
+        drain_once = None
+    if drain_once is not None:
+        return await drain_once(app)
+    sent = 0
+    async with app.uow() as uow:
+        stmt = (
+            select(OutboxMessage)
+            .where(OutboxMessage.status == "pending")
+            .order_by(OutboxMessage.id)
+        )
+        for row in (await uow.session.execute(stmt)).scalars():
+            await app.channels.get(row.channel).send(row.user_ref, reply_from_body(row.body))
+            row.status, row.sent_at = "sent", app.clock.now()
+            sent += 1
+        await uow.commit()
+    return sent
