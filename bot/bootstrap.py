@@ -40,6 +40,9 @@ class App:
     channels: Channels
     clock: Clock
     deps: dict[str, Any] = field(default_factory=dict)
+    scheduler: Any = None  # scheduler.service.SchedulerService when this process runs it
+    sender: Any = None  # scheduler.sender.Sender when this process runs it
+    sender_state: Any = None  # rate limiters of scheduler.sender
 
     async def close(self) -> None:
         """Release the database connections."""

@@ -6,7 +6,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import jieba
 from rank_bm25 import BM25Okapi
@@ -88,7 +88,6 @@ class TextIndex:
 
 # --- FAQ matching: normalised similarity (additive; TextIndex above is unchanged) -----------
 
-_CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _ASCII_WORD = re.compile(r"^[a-z]+$")
 # Words that make a sentence a question but say nothing about its subject.
 QUESTION_WORDS = frozenset(
@@ -114,26 +113,22 @@ def _stem(word: str) -> str:
 
 
 def features(text: str) -> list[str]:
-    """Matching features of a question: content words (stemmed) plus Chinese character bigrams."""
-    words = [_stem(w) for w in tokens(text) if w not in QUESTION_WORDS]
-    grams = []
-    for run in _CJK_RUN.findall(text):
-        grams += [run[i : i + 2] for i in range(len(run) - 1)]
-    return [w for w in words if w not in QUESTION_WORDS] + [
-        "~" + g for g in grams if g not in QUESTION_WORDS and not set(g) <= {"吗", "的", "了"}
-    ]
+    """Matching features of a question: its content words, English ones lightly stemmed."""
+    return [_stem(w) for w in tokens(text) if w not in QUESTION_WORDS]
 
 
 class SimilarityIndex:
     """TF-IDF cosine similarity over `features`; scores are normalised to 0..1."""
 
-    def __init__(self, documents: Mapping[int, str]) -> None:
+    def __init__(self, documents: Mapping[int, str], background: Iterable[str] = ()) -> None:
+        """Index `documents`; `background` texts only sharpen the word weights (IDF)."""
         self.ids = list(documents)
         bags = [_counts(features(documents[i])) for i in self.ids]
-        n = len(bags)
+        extra = [set(features(text)) for text in background]
+        n = len(bags) + len(extra)
         df: dict[str, int] = {}
-        for bag in bags:
-            for term in bag:
+        for terms in [*bags, *extra]:
+            for term in terms:
                 df[term] = df.get(term, 0) + 1
         self._unseen_idf = math.log(n + 1) + 1.0
         self._idf = {term: math.log((n + 1) / (k + 1)) + 1.0 for term, k in df.items()}

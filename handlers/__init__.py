@@ -17,6 +17,8 @@ FEATURES = [
     "recommend",
     "feedback",
     "questions",
+    "live",
+    "announce",
 ]
 
 

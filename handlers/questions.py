@@ -198,7 +198,7 @@ async def recipients(course, uow, settings) -> list[tuple[str, str, object]]:
     return [(channel, ref, learner) for (channel, ref), learner in seen.items()]
 
 
-async def forward_question(question, course, asker, uow, settings) -> int:
+async def forward_question(question, course, asker, uow, settings, clock) -> int:
     """Queue the question for the instructor and admins (`#id`, course, name); returns count."""
     queued = 0
     for channel, user_ref, learner in await recipients(course, uow, settings):
@@ -225,6 +225,7 @@ async def forward_question(question, course, asker, uow, settings) -> int:
             reply_to_body(Reply(text, [[button]])),
             learner_id=learner.id if learner is not None else None,
             dedupe_key=f"question:{question.id}:{channel}:{user_ref}",
+            not_before=clock.now(),
         )
     return queued
 
@@ -275,7 +276,7 @@ async def submit_question(
         return Reply(reply, buttons)
     question = await uow.questions.add(learner.id, course_id, text, "open", now)
     await uow.interactions.add(learner.id, course_id, "question", when=now)
-    await forward_question(question, course, learner, uow, settings)
+    await forward_question(question, course, learner, uow, settings, clock)
     return Reply(t("ask.sent", id=question.id))
 
 
@@ -362,7 +363,7 @@ async def faq_helped(msg: Incoming, uow, learner, t, clock) -> Reply:
 
 
 @router.button("qsend")
-async def faq_still_ask(msg: Incoming, uow, learner, t, settings) -> Reply:
+async def faq_still_ask(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """ "Still ask the instructor": forward the question after all."""
     question = await _own_faq_question(msg, uow, learner)
     if question is None:
@@ -370,7 +371,7 @@ async def faq_still_ask(msg: Incoming, uow, learner, t, settings) -> Reply:
     question.status = "open"
     course = await uow.courses.get(question.course_id) if question.course_id else None
     await uow.interactions.add(learner.id, question.course_id, "question")
-    await forward_question(question, course, learner, uow, settings)
+    await forward_question(question, course, learner, uow, settings, clock)
     return Reply(t("ask.sent", id=question.id))
 
 
@@ -408,6 +409,7 @@ async def record_answer(
                 "answer",
                 reply_to_body(Reply(notice)),
                 learner_id=question.learner_id,
+                not_before=now,
             )
     return Reply(t("answer.done", id=question.id))
 

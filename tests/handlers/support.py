@@ -112,6 +112,8 @@ async def deliver_outbox(app) -> int:
             .order_by(OutboxMessage.id)
         )
         for row in (await uow.session.execute(stmt)).scalars():
+            if row.channel not in app.channels:
+                continue
             await app.channels.get(row.channel).send(row.user_ref, reply_from_body(row.body))
             row.status, row.sent_at = "sent", app.clock.now()
             sent += 1

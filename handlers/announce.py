@@ -1,0 +1,217 @@
+"""Announcements to every learner or one course's learners, now or later; /stop opts out."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+
+from bot.core import Incoming, Reply, Router, esc, reply_to_body
+from handlers.i18n import add_messages, translator_for
+from handlers.live import parse_local, wake_scheduler
+
+log = logging.getLogger(__name__)
+router = Router()
+
+_AT_START = re.compile(r"^at\s+(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})\s+(.+)$", re.S | re.I)
+_AT_END = re.compile(r"^(.+?)\s+at\s+(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})$", re.S | re.I)
+MAX_TEXT = 3500
+
+add_messages(
+    {
+        "cmd.announce": {
+            "zh": "发公告：/announce all|课程编号 内容 [at YYYY-MM-DDTHH:MM]",
+            "en": "Announce: /announce all|course_id text [at YYYY-MM-DDTHH:MM]",
+        },
+        "cmd.stop": {"zh": "不再接收公告（开课提醒照常）", "en": "No more announcements"},
+        "announce.usage": {
+            "zh": "用法：/announce all|课程编号 内容\n"
+            "定时发送：在末尾加 at YYYY-MM-DDTHH:MM（按 {zone}）",
+            "en": "Usage: /announce all|course_id text\n"
+            "To send later, end with at YYYY-MM-DDTHH:MM (in {zone})",
+        },
+        "announce.too_long": {
+            "zh": "公告太长了（最多 {max} 个字）。",
+            "en": "The announcement is too long (at most {max} characters).",
+        },
+        "announce.body": {"zh": "📢 <b>公告</b>\n{text}", "en": "📢 <b>Announcement</b>\n{text}"},
+        "announce.queued": {
+            "zh": "📢 公告 #{id} 正在发送：{queued} 位学员，{opted_out} 位已退订，"
+            "{unreachable} 位无法送达。发送完成后我会把送达报告发给你。",
+            "en": "📢 Announcement #{id} is on its way to {queued} learners "
+            "({opted_out} opted out, {unreachable} unreachable). "
+            "You'll get a delivery report when it is done.",
+        },
+        "announce.scheduled": {
+            "zh": "🕒 公告 #{id} 将于以下时间发送：\nUTC：{utc}\n{zone}：{local}",
+            "en": "🕒 Announcement #{id} will go out at\nUTC: {utc}\n{zone}: {local}",
+        },
+        "announce.report": {
+            "zh": "📊 公告 #{id} 送达报告\n已送达：{sent}\n无法送达：{unreachable}\n"
+            "发送失败：{failed}\n已退订：{opted_out}",
+            "en": "📊 Delivery report of announcement #{id}\nSent: {sent}\n"
+            "Unreachable: {unreachable}\nFailed: {failed}\nOpted out: {opted_out}",
+        },
+        "stop.done": {
+            "zh": "好的，你不会再收到公告。已购课程的开课提醒照常发送。发送 /start 可重新订阅。",
+            "en": "OK, no more announcements. Reminders for courses you bought still come. "
+            "Send /start to subscribe again.",
+        },
+    }
+)
+
+
+def parse_announce(args: str, zone) -> tuple[str, str, datetime | None] | None:
+    """(target, text, send time or None) from `/announce` arguments, or None when malformed."""
+    target, _, rest = args.strip().partition(" ")
+    rest = rest.strip()
+    if not target or not rest or not (target.lower() == "all" or target.lstrip("#").isdigit()):
+        return None
+    when = None
+    for pattern, text_group, time_group in ((_AT_START, 2, 1), (_AT_END, 1, 2)):
+        match = pattern.match(rest)
+        if match:
+            when = parse_local(match.group(time_group), zone)
+            rest = match.group(text_group).strip()
+            break
+    return target.lower().lstrip("#"), rest, when
+
+
+async def fan_out(uow, broadcast, settings, now: datetime) -> tuple[int, int, int]:
+    """Write one outbox row per learner of an announcement: (queued, opted out, unreachable)."""
+    recipients = await uow.audience.of_target(broadcast.course_id)
+    bodies: dict[str, dict] = {}
+    rows, opted_out, unreachable = [], 0, 0
+    for r in recipients.values():
+        if r.opted_out:
+            opted_out += 1
+            continue
+        locale = r.locale or settings.default_locale
+        if locale not in bodies:
+            t = translator_for(locale, settings)
+            bodies[locale] = reply_to_body(Reply(t("announce.body", text=esc(broadcast.text))))
+        unreachable += not r.reachable
+        rows.append(
+            dict(
+                channel=r.channel,
+                user_ref=r.user_ref,
+                learner_id=r.learner_id,
+                kind="announce",
+                body=bodies[locale],
+                dedupe_key=f"bc:{broadcast.id}:{r.learner_id}",
+                broadcast_id=broadcast.id,
+                status="pending" if r.reachable else "unreachable",
+                last_error=None if r.reachable else "unreachable before sending",
+                attempts=0,
+                not_before=now,
+                created_at=now,
+            )
+        )
+    await uow.broadcasts.enqueue_many(rows)
+    broadcast.opted_out = opted_out
+    broadcast.status = "sending"
+    return len(rows) - unreachable, opted_out, unreachable
+
+
+async def start_broadcast(uow, broadcast_id: int, settings, now: datetime) -> bool:
+    """Fan out a scheduled announcement once (a second call does nothing)."""
+    if not await uow.broadcasts.start(broadcast_id):
+        return False
+    broadcast = await uow.broadcasts.get(broadcast_id)
+    await uow.session.refresh(broadcast)
+    await fan_out(uow, broadcast, settings, now)
+    return True
+
+
+async def report_finished(uow, settings, now: datetime) -> int:
+    """Send each author the delivery report of their announcements that are done."""
+    done = await uow.broadcasts.finished()
+    for broadcast in done:
+        counts = await uow.broadcasts.report(broadcast.id)
+        if broadcast.author_learner_id is None:
+            continue
+        author = (await uow.audience.of_learners([broadcast.author_learner_id])).get(
+            broadcast.author_learner_id
+        )
+        if author is None or not author.reachable:
+            continue
+        t = translator_for(author.locale or settings.default_locale, settings, author.timezone)
+        text = t(
+            "announce.report",
+            id=broadcast.id,
+            sent=counts.get("sent", 0),
+            unreachable=counts.get("unreachable", 0),
+            failed=counts.get("failed", 0),
+            opted_out=broadcast.opted_out,
+        )
+        await uow.broadcasts.enqueue_many(
+            [
+                dict(
+                    channel=author.channel,
+                    user_ref=author.user_ref,
+                    learner_id=author.learner_id,
+                    kind="report",
+                    body=reply_to_body(Reply(text)),
+                    dedupe_key=f"bc-report:{broadcast.id}",
+                    status="pending",
+                    attempts=0,
+                    not_before=now,
+                    created_at=now,
+                )
+            ]
+        )
+        log.info("announcement #%s done: %s", broadcast.id, counts)
+    return len(done)
+
+
+@router.command("announce", "公告", admin=True)
+async def announce(msg: Incoming, uow, learner, t, clock, settings, app) -> Reply:
+    """Announce to all learners or one course's learners, now or at a local time."""
+    parsed = parse_announce(msg.args, settings.zone)
+    if parsed is None:
+        return Reply(t("announce.usage", zone=settings.timezone))
+    target, text, when = parsed
+    if len(text) > MAX_TEXT:
+        return Reply(t("announce.too_long", max=MAX_TEXT))
+    course_id = None if target == "all" else int(target)
+    if course_id is not None and await uow.courses.get(course_id) is None:
+        return Reply(t("live.no_course", id=course_id))
+    now = clock.now()
+    broadcast = await uow.broadcasts.add(
+        course_id=course_id,
+        text=text,
+        author_learner_id=learner.id,
+        send_at=when or now,
+        status="scheduled",
+        created_at=now,
+    )
+    if when is not None and when > now:
+        wake_scheduler(app)
+        return Reply(
+            t(
+                "announce.scheduled",
+                id=broadcast.id,
+                utc=t.when(when, UTC),
+                local=t.when(when, settings.zone),
+                zone=settings.timezone,
+            )
+        )
+    await uow.broadcasts.start(broadcast.id)
+    queued, opted_out, unreachable = await fan_out(uow, broadcast, settings, now)
+    log.info("announcement #%s queued for %s learners", broadcast.id, queued)
+    return Reply(
+        t(
+            "announce.queued",
+            id=broadcast.id,
+            queued=queued,
+            opted_out=opted_out,
+            unreachable=unreachable,
+        )
+    )
+
+
+@router.command("stop", "退订")
+async def stop(learner, t) -> Reply:
+    """Opt out of announcements (session reminders of bought courses still come)."""
+    learner.announcements_opt_out = True
+    return Reply(t("stop.done"))

@@ -1,0 +1,100 @@
+"""Scheduled jobs: importable module-level coroutines that take ids only.
+
+APScheduler stores `scheduler.jobs:<name>` and the ids; the running process binds its app here
+with `bind(app)` before the scheduler starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+log = logging.getLogger(__name__)
+
+#: How early a job may run before its notices' due time and still send them (clock skew).
+EARLY = timedelta(seconds=2)
+
+_BOUND: dict[str, object] = {}
+
+
+def bind(app) -> None:
+    """Make `app` the one the jobs of this process run against."""
+    _BOUND["app"] = app
+
+
+def current_app():
+    """The app bound by `bind`; RuntimeError when none is."""
+    app = _BOUND.get("app")
+    if app is None:
+        raise RuntimeError("no app bound: call scheduler.jobs.bind(app) first")
+    return app
+
+
+def _wake_sender(app) -> None:
+    sender = getattr(app, "sender", None)
+    if sender is not None:
+        sender.wake()
+
+
+def grace(settings) -> timedelta:
+    """How late a job may run and still send (misfire grace)."""
+    return timedelta(seconds=settings.scheduler_misfire_grace_seconds)
+
+
+async def session_notice(session_id: int, kind: str) -> int:
+    """Send one kind of notice of one session to its learners; a second run sends nothing.
+
+    The notices are claimed by setting `sent_at` in one UPDATE, so two runs (a double fire, two
+    processes) cannot both take a row; the outbox rows are written in the same transaction.
+    Notices more than the misfire grace late are marked missed instead.
+    """
+    from handlers.live import enqueue_notices
+
+    app = current_app()
+    settings, now = app.settings, app.clock.now()
+    queued = 0
+    async with app.uow() as uow:
+        session = await uow.sessions.get(session_id)
+        if session is None or session.status != "scheduled":
+            log.info("notice %s of session %s skipped: session not scheduled", kind, session_id)
+            return 0
+        claimed = await uow.reminders.claim(session_id, kind, now + EARLY, now - grace(settings))
+        await uow.reminders.mark_missed(now - grace(settings))
+        if claimed:
+            course = await uow.courses.get(session.course_id)
+            targets = {learner_id: reminder_id for reminder_id, learner_id in claimed}
+            queued = await enqueue_notices(
+                uow, session, course, kind, targets, settings, now, key="rem"
+            )
+        await uow.commit()
+    log.info(
+        "notice %s of session %s: %s claimed, %s queued", kind, session_id, len(claimed), queued
+    )
+    if queued:
+        _wake_sender(app)
+    return queued
+
+
+async def scheduled_broadcast(broadcast_id: int) -> bool:
+    """Fan out a scheduled announcement (once, however often this runs)."""
+    from handlers.announce import start_broadcast
+
+    app = current_app()
+    async with app.uow() as uow:
+        started = await start_broadcast(uow, broadcast_id, app.settings, app.clock.now())
+        await uow.commit()
+    if started:
+        log.info("announcement #%s fanned out", broadcast_id)
+        _wake_sender(app)
+    return started
+
+
+async def mark_missed() -> int:
+    """Mark notices more than the misfire grace late as missed."""
+    app = current_app()
+    async with app.uow() as uow:
+        missed = await uow.reminders.mark_missed(app.clock.now() - grace(app.settings))
+        await uow.commit()
+    if missed:
+        log.warning("%s reminders were more than the grace time late: marked missed", missed)
+    return missed

@@ -1,0 +1,154 @@
+"""The APScheduler 3.11 AsyncIOScheduler with a persistent job store, kept in step with the DB.
+
+The database rows (sessions, reminders, announcements) are the truth; `sync()` makes one date job
+per (session, notice kind) and per scheduled announcement, with deterministic ids and
+`replace_existing=True`, and removes jobs whose session was moved or cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC
+from pathlib import Path
+
+from apscheduler.events import EVENT_JOB_MISSED
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import make_url
+
+from scheduler import jobs
+from storage.db import is_sqlite, sync_url
+
+log = logging.getLogger(__name__)
+
+NOTICE_JOB = "scheduler.jobs:session_notice"
+BROADCAST_JOB = "scheduler.jobs:scheduled_broadcast"
+PREFIXES = ("rem-", "bc-")
+WAKE_DEBOUNCE = 0.2
+
+
+def jobstore_url(settings) -> str:
+    """The sync URL of the job store: a sibling `<db>.jobs.sqlite` file, or the same PostgreSQL."""
+    if settings.scheduler_jobstore_url:
+        return settings.scheduler_jobstore_url
+    if is_sqlite(settings.database_url):
+        database = make_url(settings.database_url).database or ""
+        if database in ("", ":memory:"):
+            return "sqlite://"
+        return f"sqlite:///{Path(database).with_name(Path(database).name + '.jobs.sqlite')}"
+    return sync_url(settings.database_url)
+
+
+def notice_job_id(session_id: int, kind: str) -> str:
+    """The deterministic job id of one notice kind of one session."""
+    return f"rem-{session_id}-{kind}"
+
+
+def broadcast_job_id(broadcast_id: int) -> str:
+    """The deterministic job id of a scheduled announcement."""
+    return f"bc-{broadcast_id}"
+
+
+class SchedulerService:
+    """Runs the scheduler of this process (exactly one per database) and keeps it in sync."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.scheduler: AsyncIOScheduler | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Bind the jobs to this app, start APScheduler, sync once and keep syncing."""
+        jobs.bind(self.app)
+        self.app.scheduler = self
+        grace = self.settings.scheduler_misfire_grace_seconds
+        self.scheduler = AsyncIOScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=jobstore_url(self.settings))},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": grace},
+            timezone=UTC,
+        )
+        self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self.scheduler.start()
+        await self.sync()
+        self._task = asyncio.create_task(self._loop(), name="scheduler-sync")
+        log.info("scheduler started (misfire grace %s s)", grace)
+
+    async def stop(self) -> None:
+        """Stop syncing and shut APScheduler down (jobs stay in the store)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if getattr(self.app, "scheduler", None) is self:
+            self.app.scheduler = None
+
+    def wake(self) -> None:
+        """Sync soon (a handler changed sessions or announcements)."""
+        self._wake.set()
+
+    def _on_missed(self, event) -> None:
+        log.warning("job %s missed its time by more than the grace; marking missed", event.job_id)
+        self.wake()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.scheduler_sync_seconds)
+                await asyncio.sleep(WAKE_DEBOUNCE)  # let the waking transaction commit
+            self._wake.clear()
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("scheduler sync failed; retrying later")
+
+    async def sync(self) -> dict[str, int]:
+        """Make the job store match the database; returns counts of added/removed/missed."""
+        app, settings = self.app, self.settings
+        now = app.clock.now()
+        grace = jobs.grace(settings)
+        async with app.uow() as uow:
+            missed = await uow.reminders.mark_missed(now - grace)
+            groups = await uow.reminders.pending_groups()
+            broadcasts = await uow.broadcasts.scheduled()
+            await uow.commit()
+        desired = {
+            notice_job_id(sid, kind): (at, NOTICE_JOB, [sid, kind]) for sid, kind, at in groups
+        }
+        desired.update(
+            {broadcast_job_id(bid): (at, BROADCAST_JOB, [bid]) for bid, at in broadcasts}
+        )
+        existing = {job.id: job for job in self.scheduler.get_jobs()}
+        removed = added = 0
+        for job_id in existing:
+            if job_id.startswith(PREFIXES) and job_id not in desired:
+                self.scheduler.remove_job(job_id)
+                removed += 1
+        for job_id, (at, func, args) in desired.items():
+            job = existing.get(job_id)
+            if job is not None and job.next_run_time == at:
+                continue
+            self.scheduler.add_job(
+                func,
+                "date",
+                run_date=at,
+                args=args,
+                id=job_id,
+                replace_existing=True,
+                misfire_grace_time=settings.scheduler_misfire_grace_seconds,
+                coalesce=True,
+            )
+            added += 1
+        if missed or added or removed:
+            log.info("scheduler sync: %s added, %s removed, %s missed", added, removed, missed)
+        return {"added": added, "removed": removed, "missed": missed}
+
+    def job_ids(self) -> list[str]:
+        """Ids of the jobs in the store."""
+        return sorted(job.id for job in self.scheduler.get_jobs())
