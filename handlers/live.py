@@ -218,7 +218,7 @@ def wake_scheduler(app) -> None:
 def _duration_text(delta: timedelta, t) -> str:
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
+        if seconds >= size * (2 if unit == "d" else 1) and seconds % size == 0:
             return t(f"unit.{unit}", n=seconds // size)
     return t("unit.s", n=seconds)
 

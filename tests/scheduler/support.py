@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select
 
 from scheduler import jobs
-from scheduler.sender import drain_once
+from scheduler.sender import drain_once, report_broadcasts
 from storage.models import Identity, Learner, OutboxMessage, Reminder
+from tests.conftest import start_telegram_app
 
 #: Far enough ahead that APScheduler (which runs on real time) never fires these jobs itself.
 FUTURE = datetime(2030, 3, 11, 8, 0, tzinfo=UTC)
@@ -44,12 +45,13 @@ def texts(tg, user_id: int) -> list[str]:
 
 
 async def drain(app, fake_time: FakeTime | None = None, rounds: int = 50) -> int:
-    """Drain the outbox until nothing is due (fake time: no wall-clock waits)."""
+    """Drain the outbox and send reports until nothing is due (fake time: no real waits)."""
     fake_time = fake_time or FakeTime()
     total = 0
     for _ in range(rounds):
         sent = await drain_once(app, monotonic=fake_time.monotonic, sleep=fake_time.sleep)
         total += sent
+        await report_broadcasts(app)
         if not await count_rows(app, OutboxMessage, OutboxMessage.status == "pending"):
             break
     return total
@@ -110,4 +112,4 @@ def at(moment: datetime, **delta) -> datetime:
     return moment + timedelta(**delta)
 
 
-__all__ = ["Reminder"]
+__all__ = ["Reminder", "start_telegram_app"]
