@@ -99,6 +99,7 @@ async def refund(msg: Incoming, uow, t, clock, channels, settings) -> Reply:
         reply_to_body(Reply(notice)),
         learner_id=payment.learner_id,
         dedupe_key=f"refund-notice:{payment.id}",
+        not_before=clock.now(),
     )
     log.info("refunded payment #%s", payment.id)
     return Reply(

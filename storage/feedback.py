@@ -100,12 +100,10 @@ class QuestionRepo(Repo):
         self, learner_id: int, course_id: int | None, text: str, status: str, when: datetime
     ) -> Question:
         """Store a question."""
-        question = Question(
-            learner_id=learner_id, course_id=course_id, text=text, status=status, created_at=when
+        return await self._insert(
+            Question, learner_id=learner_id, course_id=course_id, text=text, status=status,
+            created_at=when,
         )
-        self.session.add(question)
-        await self.session.flush()
-        return question
 
     async def get(self, question_id: int) -> Question | None:
         """A question by id."""

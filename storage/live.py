@@ -96,10 +96,7 @@ class SessionRepo(Repo):
 
     async def add(self, **fields: Any) -> LiveSession:
         """Create a session."""
-        row = LiveSession(**fields)
-        self.session.add(row)
-        await self.session.flush()
-        return row
+        return await self._insert(LiveSession, **fields)
 
     async def get(self, session_id: int) -> LiveSession | None:
         """A session by id."""
@@ -299,10 +296,7 @@ class BroadcastRepo(Repo):
 
     async def add(self, **fields: Any) -> Broadcast:
         """Create an announcement."""
-        row = Broadcast(**fields)
-        self.session.add(row)
-        await self.session.flush()
-        return row
+        return await self._insert(Broadcast, **fields)
 
     async def get(self, broadcast_id: int) -> Broadcast | None:
         """An announcement by id."""

@@ -49,6 +49,13 @@ class Repo:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def _insert(self, model: type, **fields: Any):
+        """Add a new row and flush it, so its id is known (and unique keys are checked)."""
+        row = model(**fields)
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
 
 class LearnerRepo(Repo):
     """Learners and their per-channel identities."""
@@ -178,17 +185,11 @@ class CourseRepo(Repo):
 
     async def add_category(self, **fields: Any) -> Category:
         """Create a category."""
-        category = Category(**fields)
-        self.session.add(category)
-        await self.session.flush()
-        return category
+        return await self._insert(Category, **fields)
 
     async def add(self, **fields: Any) -> Course:
         """Create a course."""
-        course = Course(**fields)
-        self.session.add(course)
-        await self.session.flush()
-        return course
+        return await self._insert(Course, **fields)
 
 
 class OrderRepo(Repo):
@@ -214,10 +215,7 @@ class OrderRepo(Repo):
 
     async def create(self, **fields: Any) -> Order:
         """Create a pending order."""
-        order = Order(**fields)
-        self.session.add(order)
-        await self.session.flush()
-        return order
+        return await self._insert(Order, **fields)
 
 
 class PaymentRepo(Repo):
@@ -234,10 +232,7 @@ class PaymentRepo(Repo):
 
     async def add(self, **fields: Any) -> Payment:
         """Record a payment (flush raises IntegrityError on a duplicate charge id)."""
-        payment = Payment(**fields)
-        self.session.add(payment)
-        await self.session.flush()
-        return payment
+        return await self._insert(Payment, **fields)
 
     async def totals(self) -> Sequence[tuple[str, str, int, int]]:
         """(status, currency, count, sum) over all payments."""
