@@ -21,7 +21,11 @@ async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Cl
     from handlers.recommend import training_data
     from recommender.service import Recommender
 
-    recommender = Recommender(settings.recommender_model_path, clock=clock.now)
+    recommender = Recommender(
+        settings.recommender_model_path,
+        clock=clock.now,
+        reload_seconds=settings.recommender_reload_seconds,
+    )
     if recommender.model is None:
         async with uow() as work:
             interactions, _ = await training_data(work)

@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     sender_lease_seconds: float = Field(default=120.0, gt=0)
     sender_poll_seconds: float = Field(default=0.5, gt=0)
     recommender_model_path: str = "./models/recommender.npz"
+    recommender_retrain_cron: str = "0 3 * * *"
+    recommender_retrain_new_interactions: int = Field(default=500, ge=0)
+    recommender_retrain_check_minutes: float = Field(default=10.0, gt=0)
+    recommender_reload_seconds: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
 
     @field_validator("admins", mode="before")
@@ -84,6 +89,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(parse_offset(part) for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("recommender_retrain_cron")
+    @classmethod
+    def _valid_crontab(cls, value: str) -> str:
+        if value.strip():
+            CronTrigger.from_crontab(value)
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod

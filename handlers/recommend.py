@@ -98,6 +98,7 @@ async def suggestions_reply(learner, uow, t, recommender) -> Reply | None:
     owned = await uow.enrolments.course_ids_of(learner.id)
     browsed = {catalog[h.course_id].category for h in history if h.course_id in catalog}
     try:
+        recommender.refresh()
         picks = recommender.suggest(
             learner.id, owned, list(catalog.values()), history, browsed, n=SUGGESTIONS
         )

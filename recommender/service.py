@@ -33,6 +33,14 @@ def load_or_none(path: str | os.PathLike) -> FactorModel | None:
         return None
 
 
+def file_stamp(path: Path) -> int | None:
+    """The modification time of ``path`` in ns, or None when it does not exist."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -48,6 +56,7 @@ class Recommender:
         fallback: FallbackParams | None = None,
         clock: Callable[[], datetime] = _utcnow,
         because_threshold: float = 0.5,
+        reload_seconds: float = 60.0,
     ):
         self.model_path = Path(model_path) if model_path else None
         self.params = params or ModelParams()
@@ -55,12 +64,16 @@ class Recommender:
         self.fallback = fallback or FallbackParams()
         self.clock = clock
         self.because_threshold = because_threshold
+        self.reload_seconds = reload_seconds
+        self._checked_at = float("-inf")
+        self._loaded_stamp: int | None = None
         self._lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._index = IndexCache()
         self._model: FactorModel | None = None
         self._popularity: dict[int, float] = {}
         if self.model_path is not None:
+            self._loaded_stamp = file_stamp(self.model_path)
             self._swap(load_or_none(self.model_path))
 
     @property
@@ -94,12 +107,25 @@ class Recommender:
         """Reload from ``model_path``; keeps serving the current model if the file is unusable."""
         if self.model_path is None:
             return False
+        self._loaded_stamp = file_stamp(self.model_path)
         model = load_or_none(self.model_path)
         if model is None:
             log.warning("reload of %s failed; keeping the model in memory", self.model_path)
             return False
         self._swap(model)
         return True
+
+    def refresh(self) -> bool:
+        """Load a newer model file (saved by another process); checks every reload_seconds."""
+        now = time.monotonic()
+        if self.model_path is None or now - self._checked_at < self.reload_seconds:
+            return False
+        self._checked_at = now
+        stamp = file_stamp(self.model_path)
+        if stamp is None or stamp == self._loaded_stamp:
+            return False
+        log.info("model file %s changed; reloading", self.model_path)
+        return self.reload()
 
     def suggest(
         self,
@@ -188,5 +214,6 @@ class Recommender:
         )
         if self.model_path is not None:
             fitted.factors.save(self.model_path)
+            self._loaded_stamp = file_stamp(self.model_path)
         return fitted
 

@@ -6,10 +6,14 @@ with `bind(app)` before the scheduler starts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
 log = logging.getLogger(__name__)
+
+#: The kv key holding the newest interaction id the served model was trained on.
+RETRAIN_MARK = "recommender.trained"
 
 #: How early a job may run before its notices' due time and still send them (clock skew).
 EARLY = timedelta(seconds=2)
@@ -20,6 +24,7 @@ _BOUND: dict[str, object] = {}
 def bind(app) -> None:
     """Make `app` the one the jobs of this process run against."""
     _BOUND["app"] = app
+    _BOUND["retrain_lock"] = asyncio.Lock()
 
 
 def current_app():
@@ -98,3 +103,41 @@ async def mark_missed() -> int:
     if missed:
         log.warning("%s reminders were more than the grace time late: marked missed", missed)
     return missed
+
+
+async def retrain_recommender() -> dict | None:
+    """Retrain the recommender when anything new arrived since the last training (nightly)."""
+    return await _retrain(current_app(), min_new=1)
+
+
+async def retrain_if_due() -> dict | None:
+    """Retrain once RECOMMENDER_RETRAIN_NEW_INTERACTIONS new interactions have arrived."""
+    app = current_app()
+    return await _retrain(app, min_new=max(1, app.settings.recommender_retrain_new_interactions))
+
+
+async def _retrain(app, min_new: int) -> dict | None:
+    """Train in a worker thread on every interaction; None when not due or no recommender."""
+    from handlers.recommend import training_data
+
+    recommender = app.deps.get("recommender")
+    if recommender is None:
+        return None
+    async with _BOUND["retrain_lock"]:
+        async with app.uow() as uow:
+            mark = await uow.kv.get(RETRAIN_MARK) or {}
+            fresh = await uow.interactions.count_after(mark.get("interaction_id", 0))
+            if fresh < min_new:
+                return None
+            newest = await uow.interactions.newest_id()
+            interactions, catalog = await training_data(uow)
+        result = await asyncio.to_thread(recommender.train, interactions, catalog)
+        if not result["ok"]:
+            log.warning("scheduled retraining failed (%s); serving the previous model", result)
+            return result
+        async with app.uow() as uow:
+            trained_at = app.clock.now().isoformat()
+            await uow.kv.put(RETRAIN_MARK, {"interaction_id": newest, "at": trained_at})
+            await uow.commit()
+    log.info("recommender retrained on %s new interactions: %s", fresh, result)
+    return result

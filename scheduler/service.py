@@ -16,6 +16,8 @@ from pathlib import Path
 from apscheduler.events import EVENT_JOB_MISSED
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
 from scheduler import jobs
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 NOTICE_JOB = "scheduler.jobs:session_notice"
 BROADCAST_JOB = "scheduler.jobs:scheduled_broadcast"
+RETRAIN_NIGHTLY_ID = "recommender-retrain"
+RETRAIN_THRESHOLD_ID = "recommender-retrain-if-due"
 PREFIXES = ("rem-", "bc-")
 WAKE_DEBOUNCE = 0.2
 
@@ -73,6 +77,7 @@ class SchedulerService:
         )
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         self.scheduler.start()
+        self.schedule_retraining()
         await self.sync()
         self._task = asyncio.create_task(self._loop(), name="scheduler-sync")
         log.info("scheduler started (misfire grace %s s)", grace)
@@ -88,6 +93,27 @@ class SchedulerService:
             self.scheduler.shutdown(wait=False)
         if getattr(self.app, "scheduler", None) is self:
             self.app.scheduler = None
+
+    def schedule_retraining(self) -> None:
+        """Add (or remove, when turned off) the recommender's retraining jobs."""
+        settings = self.settings
+        cron = settings.recommender_retrain_cron
+        trigger = CronTrigger.from_crontab(cron, timezone=settings.zone) if cron else None
+        self._keep_job(RETRAIN_NIGHTLY_ID, "scheduler.jobs:retrain_recommender", trigger)
+        minutes = settings.recommender_retrain_check_minutes
+        trigger = (
+            IntervalTrigger(minutes=minutes, timezone=UTC)
+            if settings.recommender_retrain_new_interactions
+            else None
+        )
+        self._keep_job(RETRAIN_THRESHOLD_ID, "scheduler.jobs:retrain_if_due", trigger)
+
+    def _keep_job(self, job_id: str, func: str, trigger) -> None:
+        if trigger is None:
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.remove_job(job_id)
+            return
+        self.scheduler.add_job(func, trigger, id=job_id, replace_existing=True)
 
     def wake(self) -> None:
         """Sync soon (a handler changed sessions or announcements)."""

@@ -374,6 +374,15 @@ class InteractionRepo(Repo):
         stmt = select(Interaction).order_by(Interaction.id)
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def newest_id(self) -> int:
+        """The id of the newest interaction, 0 when there is none."""
+        return int(await self.session.scalar(select(func.max(Interaction.id))) or 0)
+
+    async def count_after(self, interaction_id: int) -> int:
+        """How many interactions are newer than `interaction_id`."""
+        stmt = select(func.count()).where(Interaction.id > interaction_id)
+        return int(await self.session.scalar(stmt) or 0)
+
     async def of_learner(self, learner_id: int) -> Sequence[Interaction]:
         """One learner's interactions, oldest first."""
         stmt = (

@@ -168,3 +168,16 @@ def test_suggest_is_safe_while_models_swap(catalog, events, tmp_path):
 def test_n_is_respected(trained, catalog, events, n):
     got = trained.suggest(4, owned_of(events, 4), catalog, history_of(events, 4), set(), n=n)
     assert len(got) == n
+
+
+def test_a_serving_process_picks_up_a_model_trained_by_another(catalog, events, tmp_path):
+    path = tmp_path / "shared.npz"
+    serving = Recommender(path, clock=lambda: NOW, reload_seconds=0)
+    throttled = Recommender(path, clock=lambda: NOW, reload_seconds=3600)
+    assert serving.model is None and not serving.refresh()
+    throttled.refresh()
+
+    assert Recommender(path, clock=lambda: NOW).train(events, catalog)["ok"]
+    assert serving.refresh() and serving.model.knows(3)
+    assert not serving.refresh(), "an unchanged file is not loaded again"
+    assert not throttled.refresh() and throttled.model is None, "checked at most once a period"
