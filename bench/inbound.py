@@ -36,17 +36,22 @@ async def wait_for_replies(tg: FakeTelegram, n: int, before: int) -> None:
     await tg.wait_until(lambda: len(tg.sent) - before >= n, timeout=600, what=f"{n} replies")
 
 
+async def catalog_rate(tg: FakeTelegram, n: int) -> float:
+    """Push n /catalog messages and return replies per second until all were answered."""
+    before = len(tg.sent)
+    start = time.perf_counter()
+    await push_messages(tg, n, "/catalog")
+    await wait_for_replies(tg, n, before)
+    return n / (time.perf_counter() - start)
+
+
 async def run_ours(n: int) -> float:
     """Updates per second handled by coursebot (polling, SQLite file)."""
     async with FakeTelegram() as tg:
         db = Path(tempfile.mkdtemp()) / "bench.db"
         app, channel = await start_telegram_app(f"sqlite+aiosqlite:///{db}", FixedClock(), tg)
         try:
-            before = len(tg.sent)
-            start = time.perf_counter()
-            await push_messages(tg, n, "/catalog")
-            await wait_for_replies(tg, n, before)
-            return n / (time.perf_counter() - start)
+            return await catalog_rate(tg, n)
         finally:
             await channel.stop()
             await app.close()
@@ -68,11 +73,7 @@ async def run_echo(n: int) -> float:
             dp.start_polling(bot, handle_signals=False, handle_as_tasks=False)
         )
         try:
-            before = len(tg.sent)
-            start = time.perf_counter()
-            await push_messages(tg, n, "/catalog")
-            await wait_for_replies(tg, n, before)
-            return n / (time.perf_counter() - start)
+            return await catalog_rate(tg, n)
         finally:
             await dp.stop_polling()
             await asyncio.gather(task, return_exceptions=True)

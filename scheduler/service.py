@@ -176,5 +176,5 @@ class SchedulerService:
         return {"added": added, "removed": removed, "missed": missed}
 
     def job_ids(self) -> list[str]:
-        """Ids of the jobs in the store."""
-        return sorted(job.id for job in self.scheduler.get_jobs())
+        """Ids of the session and announcement jobs in the store."""
+        return sorted(job.id for job in self.scheduler.get_jobs() if job.id.startswith(PREFIXES))

@@ -115,17 +115,8 @@ class SessionRepo(Repo):
 
     async def next_of_course(self, course_id: int, now: datetime) -> LiveSession | None:
         """The next scheduled session of a course that has not started yet."""
-        stmt = (
-            select(LiveSession)
-            .where(
-                LiveSession.course_id == course_id,
-                LiveSession.status == "scheduled",
-                LiveSession.starts_at > now,
-            )
-            .order_by(LiveSession.starts_at)
-            .limit(1)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        upcoming = await self.upcoming_of_course(course_id, now, limit=1)
+        return upcoming[0] if upcoming else None
 
     async def upcoming_for_learner(
         self, learner_id: int, now: datetime, limit: int = 10
@@ -145,8 +136,10 @@ class SessionRepo(Repo):
         )
         return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
 
-    async def upcoming_of_course(self, course_id: int, now: datetime) -> list[LiveSession]:
-        """Scheduled sessions of a course that have not started yet."""
+    async def upcoming_of_course(
+        self, course_id: int, now: datetime, limit: int | None = None
+    ) -> list[LiveSession]:
+        """Scheduled sessions of a course that have not started yet, soonest first."""
         stmt = (
             select(LiveSession)
             .where(
@@ -154,7 +147,8 @@ class SessionRepo(Repo):
                 LiveSession.status == "scheduled",
                 LiveSession.starts_at > now,
             )
-            .order_by(LiveSession.starts_at)
+            .order_by(LiveSession.starts_at, LiveSession.id)
+            .limit(limit)
         )
         return list((await self.session.execute(stmt)).scalars())
 
