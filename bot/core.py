@@ -114,6 +114,7 @@ class Incoming:
     display_name: str = ""
     payment: PaymentInfo | None = None
     reply_to: str | None = None
+    reply_to_text: str | None = None
 
 
 Output = Reply | PreCheckoutAnswer
@@ -313,20 +314,26 @@ class Dispatcher:
             return msg
         return replace(msg, kind="command", command=word.lower(), args=rest.strip())
 
-    async def route_for(self, msg: Incoming, uow, learner) -> tuple[Route | None, dict]:
-        """The route an update goes to (or None), and the pending step's data."""
+    async def route_for(self, msg: Incoming, uow, learner) -> tuple[Incoming, Route | None, dict]:
+        """The update as routed (alias words made commands), its route (or None), step data.
+
+        Any update but a payment or pre-checkout clears the learner's pending step. Plain text
+        goes to that step even when it starts with a command word (`推荐…`, `help …`); only a
+        real `/command` (an update of kind "command") leaves the step for the command.
+        """
         step = (
             await uow.kv.pop(step_key(learner.id))
             if msg.kind not in ("payment", "pre_checkout")
             else None
         )
         if msg.kind == "text" and step and step.get("step") in self.router.steps:
-            return self.router.steps[step["step"]], step
+            return msg, self.router.steps[step["step"]], step
+        msg = self.as_command(msg)
         if msg.kind == "command":
-            return self.router.commands.get(msg.command.lower()), {}
+            return msg, self.router.commands.get(msg.command.lower()), {}
         if msg.kind == "button":
-            return self.router.buttons.get(msg.payload.split(":", 1)[0]), {}
-        return self.router.kinds.get(msg.kind), {}
+            return msg, self.router.buttons.get(msg.payload.split(":", 1)[0]), {}
+        return msg, self.router.kinds.get(msg.kind), {}
 
     async def dispatch(self, msg: Incoming) -> list[Output]:
         """Handle one update exactly once; returns what to send back to the sender."""
@@ -354,8 +361,7 @@ class Dispatcher:
             t = translator_for(
                 learner.locale or self.settings.default_locale, self.settings, learner.timezone
             )
-            msg = self.as_command(msg)
-            route, step = await self.route_for(msg, uow, learner)
+            msg, route, step = await self.route_for(msg, uow, learner)
             if route is None:
                 route = self.router.kinds.get("unknown")
             if route is None:

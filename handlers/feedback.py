@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from bot.core import Button, Incoming, Reply, Router, esc, expect_text, reply_to_body
+from bot.core import Button, Incoming, Reply, Router, esc, expect_text
 from handlers.catalog import card_buttons, card_section, course_title
-from handlers.i18n import add_messages, translator_for
+from handlers.i18n import add_messages
 
 router = Router()
 ASPECTS = ("content", "instructor", "interaction")
@@ -295,37 +293,10 @@ async def rate_card_button(course, learner, owned, uow, t) -> list[Button]:
     return [Button(t("rate.button"), f"rate:{course.id}")] if owned else []
 
 
-async def enqueue_rating_prompts(uow, live_session, settings) -> int:
-    """Queue "rate this course" prompts for a session's learners at its end; returns how many.
+def rating_prompt(course, t) -> Reply:
+    """The prompt after a live session: rate the course, with a `rate:<course_id>` button.
 
-    The live-sessions feature calls this when a session is scheduled; each row waits in the
-    outbox until start + duration (the session's own, else SESSION_DURATION_MINUTES).
+    Sent by the live-sessions feature as the session's "rate" notice, due at its end.
     """
-    course = await uow.courses.get(live_session.course_id)
-    if course is None:
-        return 0
-    minutes = live_session.duration_minutes or settings.session_duration_minutes
-    due = live_session.starts_at + timedelta(minutes=minutes)
-    queued = 0
-    for learner_id in await uow.enrolments.learners_of(course.id):
-        learner = await uow.learners.get(learner_id)
-        theirs = translator_for(learner.locale or settings.default_locale, settings)
-        body = reply_to_body(
-            Reply(
-                theirs("rate.prompt", title=esc(course_title(course, theirs))),
-                [[Button(theirs("rate.button"), f"rate:{course.id}")]],
-            )
-        )
-        for identity in await uow.learners.identities_of(learner_id):
-            if identity.unreachable_at is not None:
-                continue
-            queued += await uow.outbox.enqueue(
-                identity.channel,
-                identity.user_ref,
-                "rating_prompt",
-                body,
-                learner_id=learner_id,
-                dedupe_key=f"rate-prompt:{live_session.id}:{identity.id}",
-                not_before=due,
-            )
-    return queued
+    title = esc(course_title(course, t))
+    return Reply(t("rate.prompt", title=title), [[Button(t("rate.button"), f"rate:{course.id}")]])

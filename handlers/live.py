@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.core import Incoming, Reply, Router, esc, reply_to_body
 from handlers.catalog import card_section, course_title
+from handlers.feedback import rating_prompt
 from handlers.i18n import add_messages, translator_for
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
@@ -17,6 +18,7 @@ router = Router()
 
 START = "start"
 REPLAY = "replay"
+RATE = "rate"
 LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
 
 add_messages(
@@ -188,9 +190,9 @@ def session_end(session) -> datetime:
 
 
 def notice_plan(session, settings) -> list[tuple[str, datetime]]:
-    """(kind, due time) of every notice of a session: each reminder offset, then the start."""
+    """(kind, due time) of a session's notices: each reminder, the start, the rating prompt."""
     plan = [(offset_kind(o), session.starts_at - o) for o in settings.reminder_offsets]
-    return plan + [(START, session.starts_at)]
+    return plan + [(START, session.starts_at), (RATE, session_end(session))]
 
 
 async def plan_notices(uow, session, settings, now: datetime, learner_ids=None) -> int:
@@ -247,6 +249,13 @@ def notice_text(kind: str, session, course, t, when: datetime | None = None) -> 
     )
 
 
+def notice_reply(kind: str, session, course, t) -> Reply:
+    """The message of one notice: the feedback feature's rating prompt, or a notice text."""
+    if kind == RATE:
+        return rating_prompt(course, t)
+    return Reply(notice_text(kind, session, course, t))
+
+
 async def enqueue_notices(uow, session, course, kind, targets, settings, now, key) -> int:
     """Write one notice per learner to the outbox; `targets` maps learner id → dedupe suffix.
 
@@ -262,7 +271,7 @@ async def enqueue_notices(uow, session, course, kind, targets, settings, now, ke
         style = (r.locale or settings.default_locale, r.timezone)
         if style not in cache:
             t = translator_for(style[0], settings, style[1])
-            cache[style] = reply_to_body(Reply(notice_text(kind, session, course, t)))
+            cache[style] = reply_to_body(notice_reply(kind, session, course, t))
         rows.append(
             dict(
                 channel=r.channel,

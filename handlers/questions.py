@@ -27,8 +27,9 @@ LIST_LIMIT = 20
 LIST_TEXT_CHARS = 120
 KEYWORDS = 8
 DRAFT_KEY = "askdraft:{learner_id}"
-# The forwarded question starts with "问题 #12" / "Question #12"; replies are matched on it.
-FORWARD_ID = re.compile(r"(?:问题|Question) #(\d+)")
+# A forwarded question starts with "❓ 问题 #12" / "❓ Question #12" ("question.forward");
+# replies are matched on that start only, so a reply to "已回答问题 #12" is plain text.
+FORWARD_ID = re.compile(r"❓ (?:问题|Question) #(\d+)\b")
 
 add_messages(
     {
@@ -447,10 +448,7 @@ async def answer_step(msg: Incoming, uow, learner, t, settings, clock, step) -> 
 
 def replied_question_id(msg: Incoming) -> int | None:
     """The question id of the forwarded message this text replies to, if any."""
-    if not msg.reply_to:
-        return None
-    quoted = getattr(msg, "reply_to_text", None) or ""
-    found = FORWARD_ID.search(quoted)
+    found = FORWARD_ID.match(msg.reply_to_text or "")
     return int(found.group(1)) if found else None
 
 

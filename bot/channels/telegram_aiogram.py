@@ -68,9 +68,16 @@ def _base(update: Update, user: User | None) -> dict:
 
 
 def message_to_incoming(update: Update, message: Message) -> Incoming:
-    """A Telegram message as an Incoming: a command, a payment, or plain text."""
+    """A Telegram message as an Incoming: a command, a payment, or plain text.
+
+    A reply to an earlier message carries that message's id and text (or caption).
+    """
     base = _base(update, message.from_user)
-    reply_to = str(message.reply_to_message.message_id) if message.reply_to_message else None
+    quoted = message.reply_to_message
+    if quoted is not None:
+        base.update(
+            reply_to=str(quoted.message_id), reply_to_text=quoted.text or quoted.caption or ""
+        )
     if message.successful_payment is not None:
         paid = message.successful_payment
         info = PaymentInfo(
@@ -90,10 +97,9 @@ def message_to_incoming(update: Update, message: Message) -> Incoming:
             command=command,
             args=args.strip(),
             text=text,
-            reply_to=reply_to,
             **base,
         )
-    return Incoming(kind="text", text=text, reply_to=reply_to, **base)
+    return Incoming(kind="text", text=text, **base)
 
 
 def callback_to_incoming(update: Update, query: CallbackQuery) -> Incoming:

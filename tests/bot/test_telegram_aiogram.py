@@ -226,6 +226,31 @@ async def test_replayed_update_is_handled_once(telegram_app, tg):
     assert len(helps) == 1
 
 
+async def test_reply_carries_the_quoted_text_or_caption(tg):
+    """A reply's Incoming holds the replied-to message id and its text, or its caption."""
+    from aiogram.types import Update
+
+    from bot.channels.telegram_aiogram import message_to_incoming
+
+    user = tg.user(1012, language_code="en")
+    own = await user.send("/help")
+    photo = await tg.call(
+        "sendPhoto",
+        {"chat_id": user.id, "photo": "https://x.example/a.jpg", "caption": "❓ Question #3"},
+    )
+    for quoted, expected in ((own["message"], "/help"), (photo, "❓ Question #3")):
+        raw = await user.send("Yes.", reply_to=quoted)
+        assert "reply_to_message" not in raw["message"]["reply_to_message"]
+        update = Update.model_validate(raw)
+        msg = message_to_incoming(update, update.message)
+        assert (msg.kind, msg.text, msg.reply_to_text) == ("text", "Yes.", expected)
+        assert msg.reply_to == str(raw["message"]["reply_to_message"]["message_id"])
+    plain = Update.model_validate(await user.send("no reply"))
+    assert message_to_incoming(plain, plain.message).reply_to_text is None
+    with pytest.raises(LookupError):
+        await user.send("Yes.", reply_to=999)
+
+
 async def test_surplus_charge_is_refunded(telegram_app, tg):
     """A second charge for a course already owned is refunded automatically."""
     user = tg.user(1012, language_code="en")

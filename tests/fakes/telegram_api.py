@@ -872,6 +872,27 @@ class FakeTelegram:
         """Return the current state of one bot message (edits applied)."""
         return self._messages.get((chat_id, message_id))
 
+    def replied_message(self, chat_id: int, message: dict[str, Any] | int) -> dict[str, Any]:
+        """Return a message of a chat as a reply's `reply_to_message` (LookupError if unknown).
+
+        Like Telegram: the message's current state (edits applied), either side's, and never
+        with a `reply_to_message` of its own.
+        """
+        message_id = message["message_id"] if isinstance(message, dict) else int(message)
+        found = self._messages.get((chat_id, message_id))
+        if found is None:
+            sent_by_user = (
+                u["message"]
+                for u in self.updates
+                if isinstance(u.get("message"), dict)
+                and u["message"]["chat"]["id"] == chat_id
+                and u["message"]["message_id"] == message_id
+            )
+            found = next(sent_by_user, None)
+        if found is None or (chat_id, message_id) in self.deleted:
+            raise LookupError(f"no message {message_id} in chat {chat_id} to reply to")
+        return {k: v for k, v in found.items() if k != "reply_to_message"}
+
     def invoices_for(self, chat_id: int) -> list[SentInvoice]:
         """Return the invoices the bot sent to a chat, oldest first."""
         return [inv for inv in self.invoices if inv.chat_id == chat_id]
@@ -1683,14 +1704,22 @@ class FakeUser:
             **fields,
         }
 
-    async def send(self, text: str, **extra: Any) -> dict[str, Any]:
-        """Send a text message to the bot; a leading /command gets a bot_command entity."""
+    async def send(
+        self, text: str, *, reply_to: dict[str, Any] | int | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """Send a text message to the bot; a leading /command gets a bot_command entity.
+
+        `reply_to` (a message of this chat, or its id) makes it a reply: the update carries
+        that message's current state as `reply_to_message`, without a nested reply.
+        """
         fields: dict[str, Any] = {"text": text}
         m = re.match(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", text)
         if m:
             fields["entities"] = [
                 {"type": "bot_command", "offset": 0, "length": _utf16_len(m.group(0))}
             ]
+        if reply_to is not None:
+            fields["reply_to_message"] = self.tg.replied_message(self.id, reply_to)
         fields.update(extra)
         return await self.tg._deliver({"message": self._message(**fields)})
 

@@ -43,6 +43,12 @@ class Chat:
             return await self._dispatch(kind="command", command=command, args=args, text=text)
         return await self._dispatch(kind="text", text=text)
 
+    async def reply(self, text: str, quoted: str, quoted_id: str = "1") -> Reply:
+        """Plain text sent as a reply to an earlier message whose text was `quoted`."""
+        return await self._dispatch(
+            kind="text", text=text, reply_to=quoted_id, reply_to_text=quoted
+        )
+
     async def press(self, payload: str) -> Reply:
         """A button press by payload."""
         return await self._dispatch(kind="button", payload=payload)

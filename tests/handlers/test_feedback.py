@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import select
 
-from handlers.feedback import enqueue_rating_prompts, weighted_score
-from storage.models import Interaction, LiveSession, Rating
+from handlers.feedback import weighted_score
+from storage.models import Interaction, Rating
 from tests.conftest import make_settings
-from tests.handlers.support import Chat, enrol, payloads, pending
+from tests.handlers.support import Chat, enrol, payloads
 
 
 def has(text: str):
@@ -167,21 +165,3 @@ async def test_reviews_paging(app):
     assert payloads(second) == ["rvw:3:0"]
     assert "Usage" in (await Chat(app, "reader").send("/reviews")).text
     assert "no reviews yet" in (await Chat(app, "reader").send("/reviews 4")).text
-
-
-async def test_rating_prompt_queued_for_session_end(app):
-    """Each learner of a session's course gets a rate prompt due at start + duration."""
-    await enrol(app, "console", "s1", 2)
-    await enrol(app, "console", "s2", 2)
-    starts = app.clock.now() + timedelta(days=1)
-    async with app.uow() as uow:
-        session = LiveSession(course_id=2, starts_at=starts, duration_minutes=90, url="https://x")
-        uow.session.add(session)
-        await uow.session.flush()
-        assert await enqueue_rating_prompts(uow, session, app.settings) == 2
-        assert await enqueue_rating_prompts(uow, session, app.settings) == 0
-        await uow.commit()
-    rows = await pending(app)
-    assert {r.user_ref for r in rows} == {"s1", "s2"}
-    assert all(r.not_before == starts + timedelta(minutes=90) for r in rows)
-    assert all(r.body["buttons"][0][0]["payload"] == "rate:2" for r in rows)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
-import bot.channels.telegram_aiogram as tg_adapter
-from bot.core import Incoming
 from bot.textindex import SimilarityIndex
 from storage.models import Interaction, Question
 from tests.conftest import ADMIN_TG, make_settings
@@ -93,24 +89,7 @@ def test_matching_one_question_against_1000_faq_is_fast():
     assert time.perf_counter() - started < 0.05
 
 
-@pytest.fixture
-def quoted_reply_text(monkeypatch):
-    """Until the adapter passes the replied-to text itself, add it the way it will."""
-    if "reply_to_text" in {f.name for f in fields(Incoming)}:
-        return
-    original = tg_adapter.message_to_incoming
-
-    def with_quote(update, message):
-        msg = original(update, message)
-        quoted = message.reply_to_message
-        if quoted is not None:
-            object.__setattr__(msg, "reply_to_text", quoted.text or quoted.caption or "")
-        return msg
-
-    monkeypatch.setattr(tg_adapter, "message_to_incoming", with_quote)
-
-
-async def test_question_round_trip_through_telegram(telegram_app, tg, quoted_reply_text):
+async def test_question_round_trip_through_telegram(telegram_app, tg):
     """/ask → instructor and admin get #id → /answer and a reply-to answer reach the learner."""
     app = telegram_app
     teacher = tg.user(4001, first_name="Wang", language_code="en")
@@ -142,7 +121,7 @@ async def test_question_round_trip_through_telegram(telegram_app, tg, quoted_rep
     await learner.wait_for_message(has("#2 went to the instructor"))
     await deliver_outbox(app)
     forwarded = await teacher.wait_for_message(has("Question #2"))
-    await teacher.send("Yes, one small exercise.", reply_to_message=forwarded)
+    await teacher.send("Yes, one small exercise.", reply_to=forwarded)
     await teacher.wait_for_message(has("Answered question #2"))
     await deliver_outbox(app)
     await learner.wait_for_message(has("one small exercise"))
@@ -272,3 +251,36 @@ async def test_questions_show_review_keywords(app):
     assert "No open questions" in listing.text
     assert "Review keywords of “Python for Beginners”" in listing.text
     assert "实用" in listing.text and "例子" in listing.text
+
+
+async def test_pending_step_takes_text_that_starts_with_a_command_word(app):
+    """While a step waits for text, `help …`/`推荐` are that text; a real /command still wins."""
+    await enrol(app, "console", "s", 1, name="S")
+    chat = Chat(app, "s", "S")
+    await chat.press("askc:1")
+    assert "#1 went to the instructor" in (await chat.send("help me with decorators")).text
+    await chat.press("askc:1")
+    assert "Commands" in (await chat.send("/help")).text  # the command cancels the step
+    assert "Commands" in (await chat.send("help")).text  # and the bare word is a command again
+    assert [q.text for q in await questions(app)] == ["help me with decorators"]
+
+    await chat.press("rt:1:5:5:5")
+    assert "Thank you for your review" in (await chat.send("推荐")).text
+    async with app.uow() as uow:
+        assert (await uow.ratings.get(await chat.learner_id(), 1)).review == "推荐"
+
+
+async def test_only_a_reply_to_a_forwarded_question_answers_it(app):
+    """Replying to "❓ Question #1" answers it; replying to other texts naming #1 does not."""
+    wang = await learner_for(app, "console", "wang", "Wang")
+    await set_instructor(app, 1, wang)
+    await enrol(app, "console", "l", 1, name="L")
+    await Chat(app, "l", "L").send("/ask Is there a replay?")
+    teacher = Chat(app, "wang", "Wang")
+    for quoted in ("✅ 已回答问题 #1，回答会发送给提问的学员。", "📌 问题 #1 已设为常见问题"):
+        reply = await teacher.reply("python", quoted)
+        assert "Answered" not in reply.text and "Python" in reply.text
+    assert [q.answer for q in await questions(app)] == [None]
+    forwarded = "❓ 问题 #1\n课程：《Python 入门》 #1\n来自：L\n\nIs there a replay?"
+    assert "Answered question #1" in (await teacher.reply("Yes.", forwarded)).text
+    assert [q.answer for q in await questions(app)] == ["Yes."]

@@ -119,7 +119,7 @@ async def test_scheduler_sync_moves_and_removes_jobs(live_sqlite, tg, clock):
         learner = tg.user(5001, first_name="Li", language_code="en")
         await buy(learner)  # reminders exist only once someone is enrolled
         await service.sync()
-        assert service.job_ids() == [f"rem-1-{k}" for k in sorted(KINDS)]
+        assert service.job_ids() == [f"rem-1-{k}" for k in sorted([*KINDS, "rate"])]
         due = await due_times(live_sqlite, 1)
         job = service.scheduler.get_job("rem-1-start")
         assert job.next_run_time == due["start"]

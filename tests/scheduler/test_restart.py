@@ -85,6 +85,7 @@ async def test_restart_between_two_reminders_still_sends_the_next_once(sqlite_ur
     assert process[2].job_ids() == [
         f"rem-{sid}-before-1",
         f"rem-{sid}-before-3",
+        f"rem-{sid}-rate",
         f"rem-{sid}-start",
     ]
     await tg.wait_until(lambda: len(notices(tg, 6001)) >= 1, timeout=5)
