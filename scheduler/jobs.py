@@ -65,9 +65,11 @@ async def session_notice(session_id: int, kind: str) -> int:
             return 0
         claimed = await uow.reminders.claim(session_id, kind, now + EARLY, now - grace(settings))
         await uow.reminders.mark_missed(now - grace(settings))
-        if claimed:
+        owners = set(await uow.enrolments.learners_of(session.course_id)) if claimed else set()
+        # A learner refunded after the notices were planned no longer gets them.
+        targets = {learner: reminder for reminder, learner in claimed if learner in owners}
+        if targets:
             course = await uow.courses.get(session.course_id)
-            targets = {learner_id: reminder_id for reminder_id, learner_id in claimed}
             queued = await enqueue_notices(
                 uow, session, course, kind, targets, settings, now, key="rem"
             )

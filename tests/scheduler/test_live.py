@@ -237,3 +237,22 @@ async def test_replay_card_mycourses_and_timezone(live_app, tg, clock):
     await fire(live_app, 1, "replay", times=2)
     await drain(live_app)
     assert sum("https://replay.example/s1" in t for t in texts(tg, 5001)) == 1
+
+
+async def test_a_learner_refunded_after_scheduling_gets_no_more_notices(live_app, tg, clock):
+    """/refund between reminders: the refunded learner gets nothing more, the other does."""
+    stays = tg.user(5001, first_name="Stays", language_code="en")
+    leaves = tg.user(5002, first_name="Leaves", language_code="en")
+    await buy(stays)
+    await buy(leaves)
+    await admin_says(tg, f"/schedule 1 {LOCAL} https://live.example/s1", "#1")
+    due = await due_times(live_app, 1)
+    clock.moment = due["before-86400"]
+    assert await fire(live_app, 1, "before-86400") == [2]
+    await admin_says(tg, "/refund 2", "Refunded payment #2")
+    for kind in KINDS[1:]:
+        clock.moment = due[kind]
+        assert await fire(live_app, 1, kind) == [1]
+    await drain(live_app)
+    assert sum("live now" in t for t in texts(tg, 5001)) == 1
+    assert not any("live now" in t or "starts in 1 h" in t for t in texts(tg, 5002))
