@@ -18,6 +18,8 @@ router = Router()
 
 START = "start"
 REPLAY = "replay"
+#: Past sessions whose replays /sessions still lists.
+PAST_REPLAYS = 5
 RATE = "rate"
 LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
 
@@ -77,6 +79,7 @@ add_messages(
             "en": "📅 <b>Sessions of “{title}”</b> ({zone})",
         },
         "live.status.scheduled": {"zh": "", "en": ""},
+        "live.sessions.replay": {"zh": "（回放）", "en": " (replay)"},
         "live.status.cancelled": {"zh": "（已取消）", "en": " (cancelled)"},
         "live.no_session": {"zh": "没有编号为 #{id} 的直播。", "en": "There is no session #{id}."},
         "live.reschedule.usage": {
@@ -133,6 +136,10 @@ add_messages(
         "live.purchase.next": {
             "zh": "📅 下一次直播：{time}，开始前我会提醒你。",
             "en": "📅 Next live session: {time}. I'll remind you before it starts.",
+        },
+        "live.purchase.replays": {
+            "zh": "▶️ 已有 {n} 节回放：发送 /sessions {id} 查看。",
+            "en": "▶️ {n} replay(s) are ready: send /sessions {id} to watch.",
         },
         "tz.current": {
             "zh": "你的时区是 {zone}，现在是 {now}。\n修改：/timezone Europe/Berlin",
@@ -458,7 +465,9 @@ async def sessions(msg: Incoming, uow, learner, t, clock, settings) -> Reply:
     if course is None:
         return Reply(t("live.no_course", id=esc(arg)))
     now = clock.now()
-    rows = await uow.sessions.of_course(course.id, since=now)
+    rows = await uow.sessions.of_course(course.id)
+    replays = [s for s in rows if session_end(s) < now and s.replay_url][-PAST_REPLAYS:]
+    rows = replays + [s for s in rows if session_end(s) >= now]
     if not rows:
         return Reply(t("live.sessions.none", id=course.id))
     admin = settings.is_admin(msg.channel, msg.user_ref)
@@ -466,7 +475,9 @@ async def sessions(msg: Incoming, uow, learner, t, clock, settings) -> Reply:
     lines = [t("live.sessions.title", title=esc(course_title(course, t)), zone=t.zone.key)]
     for s in rows:
         line = f"#{s.id} {t.when(s.starts_at)}{_session_label(s, t)}{t(f'live.status.{s.status}')}"
-        if owner and s.status == "scheduled":
+        if s in replays:
+            line += t("live.sessions.replay") + (f"\n    {esc(s.replay_url)}" if owner else "")
+        elif owner and s.status == "scheduled":
             line += f"\n    {esc(s.url)}"
         lines.append(line)
     return Reply("\n".join(lines))
@@ -518,6 +529,8 @@ async def plan_for_new_learner(learner, course, uow, t, clock, msg) -> list[Repl
         ahead = [(kind, datetime.fromisoformat(at)) for kind, at in stored["due"]]
         ahead = [(kind, at) for kind, at in ahead if at > now]
         await uow.reminders.plan(session.id, [learner.id], ahead)
-    if not upcoming:
-        return []
-    return [Reply(t("live.purchase.next", time=t.when(upcoming[0].starts_at)))]
+    replays = [s for s in await uow.sessions.of_course(course.id) if s.replay_url]
+    lines = [t("live.purchase.next", time=t.when(upcoming[0].starts_at))] if upcoming else []
+    if replays:
+        lines.append(t("live.purchase.replays", n=len(replays), id=course.id))
+    return [Reply("\n".join(lines))] if lines else []

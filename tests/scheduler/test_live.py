@@ -238,6 +238,16 @@ async def test_replay_card_mycourses_and_timezone(live_app, tg, clock):
     await drain(live_app)
     assert sum("https://replay.example/s1" in t for t in texts(tg, 5001)) == 1
 
+    latecomer = tg.user(5002, first_name="Late", language_code="en")
+    await latecomer.send("/sessions 1")
+    listing = await latecomer.wait_for_message(has("(replay)"))
+    assert "https://replay.example/s1" not in listing["text"], "only owners see the link"
+    await buy(latecomer)
+    await latecomer.wait_for_message(has("1 replay(s) are ready"))
+    await latecomer.send("/sessions 1")
+    listing = await latecomer.wait_for_message(has("(replay)"))
+    assert "https://replay.example/s1" in listing["text"]
+
 
 async def test_a_learner_refunded_after_scheduling_gets_no_more_notices(live_app, tg, clock):
     """/refund between reminders: the refunded learner gets nothing more, the other does."""
