@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.textindex import TextIndex
 from handlers.catalog import category_name, course_title, price_text
@@ -42,10 +44,20 @@ def course_document(course) -> str:
     )
 
 
+@lru_cache(maxsize=4)
+def _index(documents: tuple[tuple[int, str], ...]) -> TextIndex:
+    return TextIndex(dict(documents))
+
+
+def course_index(courses) -> TextIndex:
+    """The BM25 index of these courses; rebuilt only when a searchable text changed."""
+    return _index(tuple((c.id, course_document(c)) for c in courses))
+
+
 async def search_courses(query: str, uow, limit: int = MAX_RESULTS) -> list:
     """Active courses matching `query`, best first."""
     courses = {c.id: c for c in await uow.courses.active()}
-    index = TextIndex({cid: course_document(c) for cid, c in courses.items()})
+    index = course_index(courses.values())
     return [courses[cid] for cid, _ in index.search(query, limit)]
 
 

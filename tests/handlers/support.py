@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from bot.core import Incoming, Reply, reply_from_body
+from bot.core import Incoming, Reply
+from scheduler.sender import drain_once
 from storage.models import OutboxMessage
 
 _keys = itertools.count(1)
@@ -103,25 +104,5 @@ async def pending(app) -> list[OutboxMessage]:
 
 
 async def deliver_outbox(app) -> int:
-    """Send pending outbox rows through app.channels (scheduler.sender.drain_once if present)."""
-    try:
-        from scheduler.sender import drain_once
-    except ImportError:
-        drain_once = None
-    if drain_once is not None:
-        return await drain_once(app)
-    sent = 0
-    async with app.uow() as uow:
-        stmt = (
-            select(OutboxMessage)
-            .where(OutboxMessage.status == "pending")
-            .order_by(OutboxMessage.id)
-        )
-        for row in (await uow.session.execute(stmt)).scalars():
-            if row.channel not in app.channels:
-                continue
-            await app.channels.get(row.channel).send(row.user_ref, reply_from_body(row.body))
-            row.status, row.sent_at = "sent", app.clock.now()
-            sent += 1
-        await uow.commit()
-    return sent
+    """Send the pending outbox rows through app.channels, as the sender does."""
+    return await drain_once(app)
