@@ -263,10 +263,10 @@ def notice_reply(kind: str, session, course, t) -> Reply:
     return Reply(notice_text(kind, session, course, t))
 
 
-async def enqueue_notices(uow, session, course, kind, targets, settings, now, key) -> int:
+async def enqueue_notices(uow, session, course, kind, targets, settings, now, key) -> set[int]:
     """Write one notice per learner to the outbox; `targets` maps learner id → dedupe suffix.
 
-    Learners without a reachable identity are skipped; returns how many rows were written.
+    Learners without a reachable identity are skipped; returns the learners written to.
     """
     recipients = await uow.audience.of_learners(list(targets))
     cache: dict[tuple, dict] = {}
@@ -294,7 +294,7 @@ async def enqueue_notices(uow, session, course, kind, targets, settings, now, ke
             )
         )
     await uow.broadcasts.enqueue_many(rows)
-    return len(rows)
+    return {row["learner_id"] for row in rows}
 
 
 async def tell_enrolled(uow, session, kind, settings, now, when=None) -> int:

@@ -57,7 +57,7 @@ async def session_notice(session_id: int, kind: str) -> int:
 
     app = current_app()
     settings, now = app.settings, app.clock.now()
-    queued = 0
+    queued: set[int] = set()
     async with app.uow() as uow:
         session = await uow.sessions.get(session_id)
         if session is None or session.status != "scheduled":
@@ -73,13 +73,21 @@ async def session_notice(session_id: int, kind: str) -> int:
             queued = await enqueue_notices(
                 uow, session, course, kind, targets, settings, now, key="rem"
             )
+        await uow.reminders.set_status(
+            [reminder for reminder, learner in claimed if learner not in owners], "not_enrolled"
+        )
+        await uow.reminders.set_status(
+            [reminder for learner, reminder in targets.items() if learner not in queued],
+            "unreachable",
+        )
         await uow.commit()
     log.info(
-        "notice %s of session %s: %s claimed, %s queued", kind, session_id, len(claimed), queued
+        "notice %s of session %s: %s claimed, %s queued",
+        kind, session_id, len(claimed), len(queued),
     )
     if queued:
         _wake_sender(app)
-    return queued
+    return len(queued)
 
 
 async def scheduled_broadcast(broadcast_id: int) -> bool:

@@ -6,7 +6,16 @@ from sqlalchemy import select
 
 from storage.models import LiveSession, OutboxMessage
 from tests.conftest import ADMIN_TG
-from tests.scheduler.support import FakeTime, buy, count_rows, drain, fire, has, texts
+from tests.scheduler.support import (
+    FakeTime,
+    buy,
+    count_rows,
+    drain,
+    fire,
+    has,
+    reminder_statuses,
+    texts,
+)
 
 KINDS = ["before-86400", "before-3600", "before-600", "start"]
 LOCAL = "2030-03-13T20:00"  # Asia/Shanghai = 12:00 UTC
@@ -266,3 +275,21 @@ async def test_a_learner_refunded_after_scheduling_gets_no_more_notices(live_app
     await drain(live_app)
     assert sum("live now" in t for t in texts(tg, 5001)) == 1
     assert not any("live now" in t or "starts in 1 h" in t for t in texts(tg, 5002))
+    statuses = await reminder_statuses(live_app, 1)
+    assert statuses[("start", "sent")] == 1 and statuses[("start", "not_enrolled")] == 1
+
+
+async def test_notices_to_a_learner_who_blocked_the_bot_are_marked_unreachable(
+    live_app, tg, clock
+):
+    """A learner flagged unreachable (an earlier 403) is not sent to, and the notice says so."""
+    learner = tg.user(5001, first_name="Gone", language_code="en")
+    await buy(learner)
+    await admin_says(tg, f"/schedule 1 {LOCAL} https://live.example/s1", "#1")
+    async with live_app.uow() as uow:
+        await uow.learners.mark_unreachable("telegram", "5001", clock.now())
+        await uow.commit()
+    clock.moment = (await due_times(live_app, 1))["start"]
+    assert await fire(live_app, 1, "start") == [0]
+    assert (await reminder_statuses(live_app, 1))[("start", "unreachable")] == 1
+    assert await count_rows(live_app, OutboxMessage, OutboxMessage.kind == "live-start") == 0
