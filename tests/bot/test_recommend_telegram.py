@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tests.bot.test_telegram_aiogram import buy_python_course, has
+from tests.bot.test_telegram_aiogram import buy_python_course
+from tests.fakes.telegram_api import has
 
 
 async def test_recommend_after_purchase_and_on_demand(telegram_app, tg):

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from storage.models import Enrolment, Order, Payment
 from tests.conftest import ADMIN_TG, start_telegram_app
+from tests.fakes.telegram_api import has
 
 JOURNEY = {
     "zh": {
@@ -28,11 +29,6 @@ JOURNEY = {
         "title": "Python for Beginners",
     },
 }
-
-
-def has(text: str):
-    """A predicate matching bot messages whose text contains `text`."""
-    return lambda m: text in (m.get("text") or "")
 
 
 async def count(app, model, *where) -> int:

@@ -114,6 +114,11 @@ _JSON_PARAMS = frozenset(
 _NUMBER_RE = re.compile(r"-?\d+(\.\d+)?")
 
 
+def has(text: str):
+    """A predicate matching bot messages whose text contains `text`."""
+    return lambda m: text in (m.get("text") or "")
+
+
 class TelegramError(Exception):
     """An error answer of the Bot API: HTTP status, description and optional parameters."""
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from bot.core import Incoming, Reply
 from scheduler.sender import drain_once
 from storage.models import OutboxMessage
+from tests.fakes.telegram_api import has
 
 _keys = itertools.count(1)
 
@@ -59,6 +60,14 @@ class Chat:
         async with self.app.uow() as uow:
             identity = await uow.learners.identity(self.channel, self.user_ref)
             return identity.learner_id
+
+
+async def rate_with_buttons(user, stars: tuple[int, int, int], outcome: str) -> dict:
+    """A fake Telegram user presses the three rating steps; returns the message with `outcome`."""
+    for step, value in enumerate(stars, start=1):
+        await user.wait_for_message(has(f"{step}/3"))
+        await user.press(f"{value} ⭐")
+    return await user.wait_for_message(has(outcome))
 
 
 def payloads(reply: Reply) -> list[str]:

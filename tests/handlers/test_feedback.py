@@ -8,12 +8,8 @@ from sqlalchemy import select
 from handlers.feedback import weighted_score
 from storage.models import Interaction, Rating
 from tests.conftest import make_settings
-from tests.handlers.support import Chat, enrol, payloads
-
-
-def has(text: str):
-    """A predicate matching bot messages whose text contains `text`."""
-    return lambda m: text in (m.get("text") or "")
+from tests.fakes.telegram_api import has
+from tests.handlers.support import Chat, enrol, payloads, rate_with_buttons
 
 
 async def ratings(app) -> list[Rating]:
@@ -40,13 +36,7 @@ async def test_rating_flow_through_aiogram(telegram_app, tg):
     await user.send("/rate 2")
     await user.wait_for_message(has("Only learners who bought this course can rate it"))
     await user.send("/rate")
-    await user.wait_for_message(has("1/3"))
-    await user.press("4 ⭐")
-    await user.wait_for_message(has("2/3"))
-    await user.press("5 ⭐")
-    await user.wait_for_message(has("3/3"))
-    await user.press("3 ⭐")
-    saved = await user.wait_for_message(has("Rating saved"))
+    saved = await rate_with_buttons(user, (4, 5, 3), "Rating saved")
     assert "overall 4.0" in saved["text"]
     await user.press("Skip")
     await user.wait_for_message(has("Thank you for rating"))
@@ -56,13 +46,7 @@ async def test_rating_flow_through_aiogram(telegram_app, tg):
     assert first.review is None
 
     await user.send("/rate 1")
-    await user.wait_for_message(has("1/3"))
-    await user.press("2 ⭐")
-    await user.wait_for_message(has("2/3"))
-    await user.press("2 ⭐")
-    await user.wait_for_message(has("3/3"))
-    await user.press("1 ⭐")
-    changed = await user.wait_for_message(has("Rating changed"))
+    changed = await rate_with_buttons(user, (2, 2, 1), "Rating changed")
     assert "overall 1.7" in changed["text"]
     await user.send("<b>Too fast</b> & no Q&A")
     await user.wait_for_message(has("Thank you for your review"))

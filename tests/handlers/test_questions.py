@@ -11,6 +11,7 @@ from sqlalchemy import select
 from bot.textindex import SimilarityIndex
 from storage.models import Interaction, Question
 from tests.conftest import ADMIN_TG, make_settings
+from tests.fakes.telegram_api import has
 from tests.handlers.support import (
     Chat,
     deliver_outbox,
@@ -22,11 +23,6 @@ from tests.handlers.support import (
 )
 
 PAIRS = json.loads((Path(__file__).parents[1] / "data" / "faq_pairs.json").read_text("utf-8"))
-
-
-def has(text: str):
-    """A predicate matching bot messages whose text contains `text`."""
-    return lambda m: text in (m.get("text") or "")
 
 
 async def questions(app) -> list[Question]:

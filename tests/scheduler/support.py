@@ -11,6 +11,7 @@ from scheduler import jobs
 from scheduler.sender import drain_once, report_broadcasts
 from storage.models import Identity, Learner, OutboxMessage, Reminder
 from tests.conftest import start_telegram_app
+from tests.fakes.telegram_api import has
 
 #: Far enough ahead that APScheduler (which runs on real time) never fires these jobs itself.
 FUTURE = datetime(2030, 3, 11, 8, 0, tzinfo=UTC)
@@ -32,11 +33,6 @@ class FakeTime:
         self.slept.append(seconds)
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
-
-
-def has(text: str):
-    """A predicate matching bot messages whose text contains `text`."""
-    return lambda m: text in (m.get("text") or "")
 
 
 def texts(tg, user_id: int) -> list[str]:

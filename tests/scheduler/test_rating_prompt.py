@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from storage.models import OutboxMessage, Rating
 from tests.conftest import ADMIN_TG, start_telegram_app
+from tests.handlers.support import rate_with_buttons
 from tests.scheduler.support import buy, count_rows, drain, fire, has, reminder_statuses, texts
 
 LOCAL = "2030-03-13T20:00"  # Asia/Shanghai = 12:00 UTC
@@ -60,13 +61,7 @@ async def test_learners_get_the_prompt_at_the_end_once_and_can_rate(live_app, tg
     message = next(m for m in tg.messages_for(5002) if ENDED in (m.get("text") or ""))
     assert message["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "rate:1"
     await late.press("rate:1", message)
-    await late.wait_for_message(has("1/3"))
-    await late.press("5 ⭐")
-    await late.wait_for_message(has("2/3"))
-    await late.press("4 ⭐")
-    await late.wait_for_message(has("3/3"))
-    await late.press("3 ⭐")
-    saved = await late.wait_for_message(has("Rating saved"))
+    saved = await rate_with_buttons(late, (5, 4, 3), "Rating saved")
     assert "overall 4.1" in saved["text"]  # 0.4·5 + 0.3·4 + 0.3·3
     async with live_app.uow() as uow:
         [rating] = (await uow.session.execute(select(Rating))).scalars().all()
