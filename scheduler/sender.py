@@ -1,14 +1,18 @@
 """The outbox sender: claims due rows atomically and delivers them at each channel's rate.
 
 - Rows are claimed in one transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the single
-  `BEGIN IMMEDIATE` writer on SQLite) and marked sent in small groups right after the sends
-  (max(10, SENDER_CONCURRENCY) rows), so a crash repeats at most the sends in flight; claimed
-  rows of a dead sender are taken again once their lease (`SENDER_LEASE_SECONDS`) runs out.
-- At most `SEND_RATE_PER_SECOND` sends start in any window of a little over one second per
-  channel, spaced evenly, and at most one per second per chat.
-- 429 → the channel pauses `retry_after` and the row is retried; 403 → the identity is marked
-  unreachable and the row 'unreachable'; a rejected message → 'failed' at once; other errors →
-  retried with exponential backoff, 'failed' with the reason after `SENDER_MAX_ATTEMPTS`.
+  `BEGIN IMMEDIATE` writer on SQLite) and settled in small groups right after the sends; at
+  most max(10, SENDER_CONCURRENCY) sent rows wait to be written, so a crash repeats at most
+  those and the sends in flight; claimed rows of a dead sender are taken again once their lease
+  (`SENDER_LEASE_SECONDS`) runs out. Rows of identities already flagged unreachable are settled
+  'unreachable' at the claim, without a call.
+- Per channel, a send holds its place in the rate window from its start until one second after
+  its answer, so the platform never sees more than `SEND_RATE_PER_SECOND` sends in any second,
+  whatever the network delay; sends are paced evenly, with a short catch-up after a stall. At
+  most one send per second per chat, counted from the answer too.
+- 429 → the channel pauses `retry_after` (from the answer) and the row is retried; 403 → the
+  identity is marked unreachable and the row 'unreachable'; a rejected message → 'failed' at
+  once; other errors → retried with exponential backoff, 'failed' after `SENDER_MAX_ATTEMPTS`.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -30,48 +33,90 @@ log = logging.getLogger(__name__)
 Monotonic = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-#: The rate window is this much longer than a second, so jitter between our clock and the
-#: platform's never shows more than the ceiling inside any one-second window.
-WINDOW_MARGIN = 0.03
+#: How far behind its even pacing a channel may fall and then catch up in a burst (seconds).
+CATCH_UP_SECONDS = 0.25
 CHAT_GAP = 1.0
 MAX_RATE_LIMITED_TRIES = 20
 MAX_BACKOFF_SECONDS = 600
 
 
+@dataclass
+class _Send:
+    """One send's place in the rate window: from its start until `window` after its answer."""
+
+    start: float
+    answered: float | None = None
+
+
 class RateLimiter:
-    """At most `rate` starts in any `1 + WINDOW_MARGIN` seconds, evenly spaced; pausable."""
+    """At most `rate` sends in any second on the platform's clock, paced evenly; pausable.
+
+    The platform stamps a send somewhere between our start and our receipt of the answer. A
+    new send may start only while fewer than `cap` earlier sends are unanswered or answered
+    less than `window` ago, so no platform-side window of that length ever holds more than
+    `cap`, with no margin to guess. Pacing is a virtual schedule one `interval` per send that
+    may be up to `CATCH_UP_SECONDS` ahead of it (a token bucket), so a short stall between
+    batches is made up; a pause gives no catch-up.
+    """
 
     def __init__(self, rate: float, monotonic: Monotonic, sleep: Sleep) -> None:
         self.rate = rate
         self.cap = max(1, math.floor(rate))
-        self.window = (1.0 + WINDOW_MARGIN) * max(1.0, self.cap / rate)
+        self.window = max(1.0, self.cap / rate)
         self.interval = 1.0 / rate
+        self.catch_up = CATCH_UP_SECONDS
         self.monotonic = monotonic
         self.sleep = sleep
-        self.starts: deque[float] = deque()
-        self.next_at = 0.0
+        self.sends: list[_Send] = []
+        self.due = -math.inf
         self.paused_until = 0.0
         self._lock = asyncio.Lock()
+        self._answered = asyncio.Event()
 
-    async def acquire(self) -> None:
-        """Wait for a send slot."""
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a send slot; the body is the send, which holds the slot until answered."""
+        send = await self._acquire()
+        try:
+            yield
+        finally:
+            send.answered = self.monotonic()
+            self._answered.set()
+
+    async def _acquire(self) -> _Send:
         async with self._lock:
             while True:
                 now = self.monotonic()
-                while self.starts and now - self.starts[0] >= self.window:
-                    self.starts.popleft()
-                wait = max(self.paused_until, self.next_at) - now
-                if len(self.starts) >= self.cap:
-                    wait = max(wait, self.starts[0] + self.window - now)
-                if wait <= 0:
+                wait = self._wait(now)
+                if wait is None:
+                    self._answered.clear()
+                    await self._answered.wait()
+                elif wait > 0:
+                    await self.sleep(wait)
+                else:
                     break
-                await self.sleep(wait)
-            self.starts.append(now)
-            self.next_at = now + self.interval
+            send = _Send(now)
+            self.sends.append(send)
+            self.due = max(self.due, now) + self.interval
+            return send
+
+    def _wait(self, now: float) -> float | None:
+        """Seconds until a send may start (None: wait for an answer)."""
+        self.sends = [
+            s for s in self.sends if s.answered is None or s.answered + self.window > now
+        ]
+        wait = max(self.paused_until, self.due - self.catch_up) - now
+        if len(self.sends) < self.cap:
+            return wait
+        answers = [s.answered for s in self.sends if s.answered is not None]
+        if not answers:
+            return None
+        return max(wait, min(answers) + self.window - now)
 
     def pause(self, seconds: float) -> None:
-        """Send nothing on this channel for `seconds` (the platform said 429)."""
+        """Send nothing on this channel for `seconds` from now (the platform said 429)."""
         self.paused_until = max(self.paused_until, self.monotonic() + seconds)
+        self.due = max(self.due, self.paused_until + self.catch_up)
 
 
 @dataclass
@@ -89,6 +134,13 @@ class SenderState:
         if limiter is None or limiter.rate != rate:
             limiter = self.limiters[channel] = RateLimiter(rate, self.monotonic, self.sleep)
         return limiter
+
+    async def chat_turn(self, chat: tuple[str, str]) -> None:
+        """Wait until the chat's last send was answered at least `CHAT_GAP` ago."""
+        gap = self.chat_last.get(chat, -math.inf) + CHAT_GAP - self.monotonic()
+        if gap > 0:
+            await self.sleep(gap)
+        self.chat_last[chat] = self.monotonic()
 
     def forget_old_chats(self) -> None:
         """Drop per-chat times older than the chat gap (keeps the dict small)."""
@@ -110,6 +162,14 @@ def sender_state(app, monotonic: Monotonic | None = None, sleep: Sleep | None = 
     return state
 
 
+@dataclass(frozen=True)
+class Round:
+    """What one drain did: rows claimed (settled at the claim included) and rows sent."""
+
+    claimed: int
+    sent: int
+
+
 async def drain_once(
     app,
     channel: str | None = None,
@@ -119,87 +179,149 @@ async def drain_once(
     sleep: Sleep | None = None,
 ) -> int:
     """Claim up to `limit` due outbox rows and send them; returns the number sent."""
+    done = await drain_round(app, channel, limit, monotonic=monotonic, sleep=sleep)
+    return done.sent
+
+
+async def drain_round(
+    app,
+    channel: str | None = None,
+    limit: int = 100,
+    *,
+    monotonic: Monotonic | None = None,
+    sleep: Sleep | None = None,
+) -> Round:
+    """Claim up to `limit` due outbox rows and send them; returns rows claimed and sent."""
     state = sender_state(app, monotonic, sleep)
     names = [channel] if channel else app.channels.names()
     if not names:
-        return 0
-    settings = app.settings
-    now = app.clock.now()
+        return Round(0, 0)
+    batch = await _claim(app, names, limit)
+    first, later = _one_per_chat(batch.rows)
+    if later:  # one message per chat per round: the rest wait for the next drain
+        await _release_now(app, later)
+    gate = asyncio.Semaphore(app.settings.sender_concurrency)
+    book = _Book(app, limit=max(10, app.settings.sender_concurrency))
+    try:
+        results = await asyncio.gather(*(_deliver(app, state, row, gate, book) for row in first))
+    finally:
+        await book.flush()
+    state.forget_old_chats()
+    return Round(len(batch.rows) + batch.skipped, sum(results))
+
+
+async def _claim(app, names: list[str], limit: int):
+    lease = timedelta(seconds=app.settings.sender_lease_seconds)
     async with app.uow() as uow:
-        rows = await uow.claims.claim(
-            names, now, limit, timedelta(seconds=settings.sender_lease_seconds)
-        )
+        batch = await uow.claims.claim(names, app.clock.now(), limit, lease)
         await uow.commit()
-    if not rows:
-        return 0
+    return batch
+
+
+def _one_per_chat(rows) -> tuple[list, list]:
+    """Split rows into the first of each chat and the rest."""
     first, later = [], []
     seen: set[tuple[str, str]] = set()
     for row in rows:
         key = (row.channel, row.user_ref)
         (later if key in seen else first).append(row)
         seen.add(key)
-    if later:  # one message per chat per round: the rest wait for the next drain
-        async with app.uow() as uow:
-            for row in later:
-                await uow.claims.release(row.id, now)
-            await uow.commit()
-    gate = asyncio.Semaphore(settings.sender_concurrency)
-    done = _SentRows(app, flush_every=max(10, settings.sender_concurrency))
-    try:
-        results = await asyncio.gather(*(_deliver(app, state, row, gate, done) for row in first))
-    finally:
-        await done.flush()
-    state.forget_old_chats()
-    return sum(results)
+    return first, later
 
 
-class _SentRows:
-    """Marks sent rows in small groups (one UPDATE per group) instead of a commit per send."""
+async def _release_now(app, rows) -> None:
+    now = app.clock.now()
+    async with app.uow() as uow:
+        for row in rows:
+            await uow.claims.release(row.id, now)
+        await uow.commit()
 
-    def __init__(self, app, flush_every: int) -> None:
+
+class _Book:
+    """Settles sent and 403'd rows in groups, one transaction per group, off the send path.
+
+    At most `limit` rows wait to be written (queued or being written), since a send first waits
+    for room: a crash repeats at most `limit` sends plus those in flight.
+    """
+
+    def __init__(self, app, limit: int) -> None:
         self.app = app
-        self.flush_every = flush_every
-        self.ids: list[int] = []
+        self.limit = limit
+        self.group = max(1, limit // 2)
+        self.sent: list[int] = []
+        self.unreachable: list[tuple] = []
+        self.writing = 0
         self._lock = asyncio.Lock()
+        self._room = asyncio.Condition()
 
-    async def add(self, row_id: int) -> None:
-        """Remember a sent row; write the group once it is full."""
-        self.ids.append(row_id)
-        if len(self.ids) >= self.flush_every:
-            await self.flush()
+    def _queued(self) -> int:
+        return len(self.sent) + len(self.unreachable)
+
+    async def room(self) -> None:
+        """Wait until fewer than `limit` rows wait to be written."""
+        async with self._room:
+            await self._room.wait_for(lambda: self._queued() + self.writing < self.limit)
+
+    async def add_sent(self, row) -> None:
+        """Remember a sent row; write a group once enough are queued."""
+        self.sent.append(row.id)
+        await self._write(self.group)
+
+    async def add_unreachable(self, row, error: str) -> None:
+        """Remember a row the platform refused with 403 (its identity gets flagged)."""
+        self.unreachable.append((row.id, row.channel, row.user_ref, error))
+        await self._write(self.group)
 
     async def flush(self) -> None:
-        """Write every remembered row as sent."""
+        """Write every remembered row."""
+        await self._write(1, wait=True)
+
+    async def _write(self, at_least: int, wait: bool = False) -> None:
+        if self._lock.locked() and not wait:
+            return  # the writer at work takes these rows too
         async with self._lock:
-            ids, self.ids = self.ids, []
-            if not ids:
-                return
-            async with self.app.uow() as uow:
-                await uow.claims.settle_sent(ids, self.app.clock.now())
-                await uow.commit()
+            while self._queued() >= at_least:
+                sent, self.sent = self.sent, []
+                unreachable, self.unreachable = self.unreachable, []
+                self.writing = len(sent) + len(unreachable)
+                try:
+                    await self._commit(sent, unreachable)
+                finally:
+                    self.writing = 0
+                    async with self._room:
+                        self._room.notify_all()
+
+    async def _commit(self, sent: list[int], unreachable: list[tuple]) -> None:
+        now = self.app.clock.now()
+        async with self.app.uow() as uow:
+            await uow.claims.settle_sent(sent, now)
+            for row_id, channel, user_ref, error in unreachable:
+                await uow.claims.settle(row_id, "unreachable", now, error)
+                await uow.learners.mark_unreachable(channel, user_ref, now)
+            await uow.commit()
 
 
-async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, done) -> int:
-    settings = app.settings
+async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: _Book) -> int:
     channel = app.channels.get(row.channel)
-    limiter = state.limiter(row.channel, settings.send_rate_per_second)
+    limiter = state.limiter(row.channel, app.settings.send_rate_per_second)
     reply = reply_from_body(row.body)
     chat = (row.channel, row.user_ref)
     async with gate:
         for _ in range(MAX_RATE_LIMITED_TRIES):
-            gap = state.chat_last.get(chat, -math.inf) + CHAT_GAP - state.monotonic()
-            if gap > 0:
-                await state.sleep(gap)
-            await limiter.acquire()
-            state.chat_last[chat] = state.monotonic()
+            await book.room()
+            await state.chat_turn(chat)
             try:
-                await channel.send(row.user_ref, reply)
+                async with limiter.slot():
+                    try:
+                        await channel.send(row.user_ref, reply)
+                    finally:
+                        state.chat_last[chat] = state.monotonic()
             except RateLimited as error:
                 log.info("429 on %s: pausing %s s", row.channel, error.retry_after)
                 limiter.pause(float(error.retry_after))
                 continue
             except Unreachable as error:
-                await _settle(app, row, "unreachable", str(error), unreachable=True)
+                await book.add_unreachable(row, str(error))
                 return 0
             except RejectedMessage as error:
                 log.warning("outbox row %s rejected: %s", row.id, error)
@@ -208,18 +330,15 @@ async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, done) 
             except Exception as error:  # network, server errors, bugs: bounded retries
                 await _retry_later(app, row, f"{type(error).__name__}: {error}")
                 return 0
-            await done.add(row.id)
+            await book.add_sent(row)
             return 1
     await _release(app, row, "rate limited too often", delay=1.0, count=False)
     return 0
 
 
-async def _settle(app, row, status: str, error: str | None, unreachable: bool = False) -> None:
-    now = app.clock.now()
+async def _settle(app, row, status: str, error: str | None) -> None:
     async with app.uow() as uow:
-        await uow.claims.settle(row.id, status, now, error)
-        if unreachable:
-            await uow.learners.mark_unreachable(row.channel, row.user_ref, now)
+        await uow.claims.settle(row.id, status, app.clock.now(), error)
         await uow.commit()
 
 
@@ -271,20 +390,22 @@ class Sender:
 
     async def run_once(self) -> int:
         """One drain and one check for finished announcements; returns rows sent."""
-        settings = self.app.settings
-        sent = await drain_once(self.app, self.channel, settings.sender_batch_size)
+        return (await self._round()).sent
+
+    async def _round(self) -> Round:
+        done = await drain_round(self.app, self.channel, self.app.settings.sender_batch_size)
         await report_broadcasts(self.app)
-        return sent
+        return done
 
     async def run(self) -> None:
-        """Loop until stopped."""
+        """Loop until stopped; wait for a wake-up or the poll only when nothing was due."""
         while not self._stop.is_set():
             try:
-                sent = await self.run_once()
+                claimed = (await self._round()).claimed
             except Exception:
                 log.exception("sender round failed; retrying")
-                sent = 0
-            if sent == 0:
+                claimed = 0
+            if claimed == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._wake.wait(), self.app.settings.sender_poll_seconds

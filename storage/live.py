@@ -358,18 +358,54 @@ class Claimed:
     learner_id: int | None
 
 
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """Rows the sender now owns, and how many due rows were settled without a send."""
+
+    rows: list[Claimed]
+    skipped: int = 0
+
+
+_UNREACHABLE_BEFORE = "unreachable before sending"
+
+
 class OutboxClaims(Repo):
-    """The sender's side of the outbox: claim due rows atomically, then settle each."""
+    """The sender's side of the outbox: claim due rows atomically, then settle each.
+
+    PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent senders take disjoint rows. SQLite:
+    every transaction is `BEGIN IMMEDIATE`, so the select-then-update is done by a single writer
+    at a time. Due rows of identities already flagged unreachable (a 403 to an earlier row) are
+    settled 'unreachable' at the claim instead of being sent.
+    """
 
     async def claim(
         self, channels: Sequence[str], now: datetime, limit: int, lease: timedelta
-    ) -> list[Claimed]:
-        """Take up to `limit` due rows (or rows whose claim lease ran out) for these channels.
+    ) -> ClaimedBatch:
+        """Take up to `limit` due rows (or rows whose claim lease ran out) for these channels."""
+        ids = await self._due_ids(channels, now, limit, lease)
+        if not ids:
+            return ClaimedBatch([])
+        skipped = await self._settle_flagged(ids, now)
+        rows = (
+            await self.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids), OutboxMessage.status != "unreachable")
+                .values(status="sending", claimed_at=now)
+                .returning(
+                    OutboxMessage.id,
+                    OutboxMessage.channel,
+                    OutboxMessage.user_ref,
+                    OutboxMessage.body,
+                    OutboxMessage.attempts,
+                    OutboxMessage.learner_id,
+                )
+            )
+        ).all()
+        return ClaimedBatch(sorted((Claimed(*row) for row in rows), key=lambda c: c.id), skipped)
 
-        PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent senders take disjoint rows.
-        SQLite: every transaction is `BEGIN IMMEDIATE`, so the select-then-update is done by a
-        single writer at a time.
-        """
+    async def _due_ids(
+        self, channels: Sequence[str], now: datetime, limit: int, lease: timedelta
+    ) -> list[int]:
         due = or_(
             (OutboxMessage.status == "pending") & (OutboxMessage.not_before <= now),
             (OutboxMessage.status == "sending") & (OutboxMessage.claimed_at < now - lease),
@@ -382,25 +418,26 @@ class OutboxClaims(Repo):
         )
         if self.session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
-        ids = list((await self.session.execute(stmt)).scalars())
-        if not ids:
-            return []
-        rows = (
-            await self.session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids))
-                .values(status="sending", claimed_at=now)
-                .returning(
-                    OutboxMessage.id,
-                    OutboxMessage.channel,
-                    OutboxMessage.user_ref,
-                    OutboxMessage.body,
-                    OutboxMessage.attempts,
-                    OutboxMessage.learner_id,
-                )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def _settle_flagged(self, ids: list[int], now: datetime) -> int:
+        """Settle the rows among `ids` whose identity is flagged unreachable; returns how many."""
+        flagged = (
+            select(Identity.id)
+            .where(
+                Identity.channel == OutboxMessage.channel,
+                Identity.user_ref == OutboxMessage.user_ref,
+                Identity.unreachable_at.is_not(None),
             )
-        ).all()
-        return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+            .exists()
+        )
+        result = await self.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), flagged)
+            .values(status="unreachable", claimed_at=now, last_error=_UNREACHABLE_BEFORE)
+            .execution_options(synchronize_session=False)
+        )
+        return max(result.rowcount or 0, 0)
 
     async def settle(self, row_id: int, status: str, now: datetime, error: str | None = None):
         """Finish a claimed row: 'sent', 'unreachable' or 'failed'."""

@@ -9,7 +9,14 @@ import pytest
 from sqlalchemy import select
 
 from bot.core import Reply, reply_to_body
-from scheduler.sender import RateLimiter, Sender, drain_once
+from scheduler.sender import (
+    CATCH_UP_SECONDS,
+    RateLimiter,
+    Round,
+    Sender,
+    drain_once,
+    drain_round,
+)
 from storage.models import Identity, OutboxMessage
 from tests.conftest import ADMIN_TG, PG_URL, REQUIRE_PG, make_settings, reset_postgres
 from tests.scheduler.support import FakeTime, add_learners, count_rows, has, start_telegram_app
@@ -46,21 +53,66 @@ async def rows_by_status(app) -> dict[str, int]:
         return await uow.claims.status_counts()
 
 
+async def sends(limiter: RateLimiter, fake: FakeTime, n: int) -> list[float]:
+    """Fake-time starts of `n` sends through a limiter, each answered at once."""
+    starts = []
+    for _ in range(n):
+        async with limiter.slot():
+            starts.append(fake.t)
+    return starts
+
+
 async def test_rate_limiter_never_exceeds_its_rate_in_any_second():
-    """Fake time: 200 acquisitions at 25/s, never more than 25 starts within one second."""
+    """Fake time: 200 sends at 25/s, never more than 25 within one second, at the full rate."""
     fake = FakeTime()
     limiter = RateLimiter(25, fake.monotonic, fake.sleep)
-    starts = []
-    for _ in range(200):
-        await limiter.acquire()
-        starts.append(fake.t)
+    starts = await sends(limiter, fake, 200)
     worst = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
     assert worst <= 25
-    assert 200 / (starts[-1] - starts[0]) > 0.95 * 25 / 1.03
+    assert 199 / (starts[-1] - starts[0]) > 0.99 * 25
     limiter.pause(5)
     before = fake.t
-    await limiter.acquire()
-    assert fake.t - before >= 5
+    async with limiter.slot():
+        assert fake.t - before >= 5
+
+
+async def test_rate_window_counts_from_the_answer_and_waits_for_answers():
+    """Slow answers keep their slots: the next send starts a second after the first answer."""
+    fake = FakeTime()
+    limiter = RateLimiter(3, fake.monotonic, fake.sleep)
+    release = asyncio.Event()
+    started: list[float] = []
+
+    async def send(slow: bool) -> None:
+        async with limiter.slot():
+            started.append(fake.t)
+            if slow:
+                await release.wait()
+
+    slow = [asyncio.create_task(send(True)) for _ in range(3)]
+    fourth = asyncio.create_task(send(False))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(started) == 3 and not fourth.done()  # three sends unanswered: no slot
+    fake.t += 2.0  # the answers come two seconds after the starts
+    release.set()
+    await asyncio.gather(*slow, fourth)
+    assert started[3] >= started[0] + 2.0 + 1.0
+
+
+async def test_catch_up_after_idle_is_short_and_a_pause_gives_none():
+    """After an idle spell only a short burst goes out, then even pacing; after a pause, none."""
+    fake = FakeTime()
+    limiter = RateLimiter(20, fake.monotonic, fake.sleep)
+    times = await sends(limiter, fake, 30)
+    burst = sum(1 for t in times if t == times[0])
+    assert 1 < burst <= 1 + CATCH_UP_SECONDS * 20
+    paced = times[burst - 1 : 20]
+    assert all(b - a >= 0.05 - 1e-9 for a, b in zip(paced, paced[1:], strict=False))
+    limiter.pause(1.0)
+    until = fake.t + 1.0
+    times = await sends(limiter, fake, 3)
+    assert times[0] >= until and times[1] - times[0] >= 0.05 - 1e-9
 
 
 async def test_broadcast_to_2000_learners_with_429s_and_blocked_chats(sqlite_url, clock, tg):
@@ -171,6 +223,29 @@ async def test_one_message_per_chat_per_second(sqlite_url, clock, tg):
     finally:
         await channel.stop()
         await app.close()
+
+
+async def test_rows_of_a_blocked_chat_cost_one_call_and_the_rest_settle_at_the_claim(live_app, tg):
+    """403 on a chat's first row flags it; its other rows become 'unreachable' unsent."""
+    tg.user(7101)
+    tg.user(7102)
+    tg.block(7101)
+    await add_learners(live_app, [7101, 7102])
+    await enqueue(live_app, [7101, 7102, 7101, 7101])
+    fake = FakeTime()
+    first = await drain_round(live_app, monotonic=fake.monotonic, sleep=fake.sleep)
+    assert (first.claimed, first.sent) == (4, 1)
+    second = await drain_round(live_app, monotonic=fake.monotonic, sleep=fake.sleep)
+    assert (second.claimed, second.sent) == (2, 0)
+    assert await drain_round(live_app) == Round(0, 0)
+    assert len([c for c in tg.calls("sendMessage") if str(c["chat_id"]) == "7101"]) == 1
+    assert (await rows_by_status(live_app)) == {"sent": 1, "unreachable": 3}
+    async with live_app.uow() as uow:
+        rows = (await uow.session.execute(select(OutboxMessage))).scalars().all()
+    assert (
+        sorted(r.last_error or "" for r in rows if r.user_ref == "7101")[1:]
+        == ["unreachable before sending"] * 2
+    )
 
 
 @pytest.fixture
