@@ -523,13 +523,14 @@ async def upcoming_sessions(learner, uow, t, clock, msg) -> list[Reply]:
 async def plan_for_new_learner(learner, course, uow, t, clock, msg) -> list[Reply]:
     """A new learner gets the notices still ahead of every upcoming session of the course."""
     now = clock.now()
-    upcoming = await uow.sessions.upcoming_of_course(course.id, now)
+    sessions = await uow.sessions.of_course(course.id)
+    upcoming = [s for s in sessions if s.status == "scheduled" and s.starts_at > now]
     for session in upcoming:
         stored = await uow.kv.get(plan_key(session.id)) or {"due": []}
         ahead = [(kind, datetime.fromisoformat(at)) for kind, at in stored["due"]]
         ahead = [(kind, at) for kind, at in ahead if at > now]
         await uow.reminders.plan(session.id, [learner.id], ahead)
-    replays = [s for s in await uow.sessions.of_course(course.id) if s.replay_url]
+    replays = [s for s in sessions if s.replay_url]
     lines = [t("live.purchase.next", time=t.when(upcoming[0].starts_at))] if upcoming else []
     if replays:
         lines.append(t("live.purchase.replays", n=len(replays), id=course.id))

@@ -102,16 +102,14 @@ class SessionRepo(Repo):
         """A session by id."""
         return await self.session.get(LiveSession, session_id)
 
-    async def of_course(self, course_id: int, since: datetime | None = None) -> list[LiveSession]:
-        """A course's sessions in time order (those ending after `since`, when given)."""
-        stmt = select(LiveSession).where(LiveSession.course_id == course_id)
-        if since is not None:
-            stmt = stmt.where(LiveSession.starts_at >= since - timedelta(days=1))
-        stmt = stmt.order_by(LiveSession.starts_at, LiveSession.id)
-        rows = list((await self.session.execute(stmt)).scalars())
-        if since is None:
-            return rows
-        return [s for s in rows if s.starts_at + timedelta(minutes=s.duration_minutes) >= since]
+    async def of_course(self, course_id: int) -> list[LiveSession]:
+        """A course's sessions in time order."""
+        stmt = (
+            select(LiveSession)
+            .where(LiveSession.course_id == course_id)
+            .order_by(LiveSession.starts_at, LiveSession.id)
+        )
+        return list((await self.session.execute(stmt)).scalars())
 
     async def next_of_course(self, course_id: int, now: datetime) -> LiveSession | None:
         """The next scheduled session of a course that has not started yet."""
