@@ -349,7 +349,7 @@ class Dispatcher:
         return []
 
     async def _run_once(self, msg: Incoming) -> list[Output]:
-        from handlers.i18n import translator_for
+        from bot.i18n import translator_for
 
         async with self.uow_factory() as uow:
             if not await uow.inbox.record(msg.update_key):

@@ -5,63 +5,11 @@ from __future__ import annotations
 import logging
 
 from bot.core import ChannelError, Incoming, Reply, Router, esc, reply_to_body
+from bot.i18n import translator_for
 from handlers.catalog import course_title
-from handlers.i18n import add_messages, translator_for
 
 log = logging.getLogger(__name__)
 router = Router()
-
-add_messages(
-    {
-        "cmd.refund": {"zh": "退款：/refund 付款编号", "en": "Refund: /refund payment_id"},
-        "cmd.addcourse": {
-            "zh": "上架课程：/addcourse 分类|中文标题|英文标题|星星价格|人民币价格|讲师|简介",
-            "en": "Add a course: /addcourse category|title zh|title en|stars|CNY|"
-            "instructor|description",
-        },
-        "cmd.stats": {"zh": "销售与学员统计", "en": "Sales and learner figures"},
-        "refund.usage": {
-            "zh": "用法：/refund 付款编号（例如 /refund 12）",
-            "en": "Usage: /refund <payment_id> (e.g. /refund 12)",
-        },
-        "refund.not_found": {
-            "zh": "没有编号为 #{id} 的付款。",
-            "en": "There is no payment #{id}.",
-        },
-        "refund.not_paid": {
-            "zh": "付款 #{id} 当前状态为 {status}，不能退款。",
-            "en": "Payment #{id} is {status}; it can't be refunded.",
-        },
-        "refund.failed": {
-            "zh": "退款失败：{error}。没有做任何更改。",
-            "en": "The refund failed: {error}. Nothing was changed.",
-        },
-        "refund.done": {
-            "zh": "已退款付款 #{id}（{amount}），并取消了该学员对《{title}》的访问。",
-            "en": "Refunded payment #{id} ({amount}) and revoked access to “{title}”.",
-        },
-        "refund.notice": {
-            "zh": "你购买《{title}》的款项已退回，课程访问已取消。",
-            "en": "Your payment for “{title}” was refunded and your access removed.",
-        },
-        "addcourse.usage": {
-            "zh": "用法：/addcourse 分类|中文标题|英文标题|星星价格|人民币价格|讲师|简介\n"
-            "分类可选：{slugs}",
-            "en": "Usage: /addcourse category|title zh|title en|stars|CNY|instructor|description\n"
-            "Categories: {slugs}",
-        },
-        "addcourse.done": {
-            "zh": "已上架课程 #{id}《{title}》。",
-            "en": "Added course #{id} “{title}”.",
-        },
-        "stats.body": {
-            "zh": "📊 <b>统计</b>\n学员：{learners}\n报名：{enrolments}\n"
-            "已付款：{paid}\n已退款：{refunded}",
-            "en": "📊 <b>Figures</b>\nLearners: {learners}\nEnrolments: {enrolments}\n"
-            "Paid: {paid}\nRefunded: {refunded}",
-        },
-    }
-)
 
 
 @router.command("refund", "退款", admin=True)

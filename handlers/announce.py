@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 
 from bot.core import Incoming, Reply, Router, esc, reply_to_body
-from handlers.i18n import add_messages, translator_for
+from bot.i18n import translator_for
 from handlers.live import parse_local, wake_scheduler
 
 log = logging.getLogger(__name__)
@@ -16,49 +16,6 @@ router = Router()
 _AT_START = re.compile(r"^at\s+(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})\s+(.+)$", re.S | re.I)
 _AT_END = re.compile(r"^(.+?)\s+at\s+(\d{4}-\d{2}-\d{2}T\d{2}:\d{2})$", re.S | re.I)
 MAX_TEXT = 3500
-
-add_messages(
-    {
-        "cmd.announce": {
-            "zh": "发公告：/announce all|课程编号 内容 [at YYYY-MM-DDTHH:MM]",
-            "en": "Announce: /announce all|course_id text [at YYYY-MM-DDTHH:MM]",
-        },
-        "cmd.stop": {"zh": "不再接收公告（开课提醒照常）", "en": "No more announcements"},
-        "announce.usage": {
-            "zh": "用法：/announce all|课程编号 内容\n"
-            "定时发送：在末尾加 at YYYY-MM-DDTHH:MM（按 {zone}）",
-            "en": "Usage: /announce all|course_id text\n"
-            "To send later, end with at YYYY-MM-DDTHH:MM (in {zone})",
-        },
-        "announce.too_long": {
-            "zh": "公告太长了（最多 {max} 个字）。",
-            "en": "The announcement is too long (at most {max} characters).",
-        },
-        "announce.body": {"zh": "📢 <b>公告</b>\n{text}", "en": "📢 <b>Announcement</b>\n{text}"},
-        "announce.queued": {
-            "zh": "📢 公告 #{id} 正在发送：{queued} 位学员，{opted_out} 位已退订，"
-            "{unreachable} 位无法送达。发送完成后我会把送达报告发给你。",
-            "en": "📢 Announcement #{id} is on its way to {queued} learners "
-            "({opted_out} opted out, {unreachable} unreachable). "
-            "You'll get a delivery report when it is done.",
-        },
-        "announce.scheduled": {
-            "zh": "🕒 公告 #{id} 将于以下时间发送：\nUTC：{utc}\n{zone}：{local}",
-            "en": "🕒 Announcement #{id} will go out at\nUTC: {utc}\n{zone}: {local}",
-        },
-        "announce.report": {
-            "zh": "📊 公告 #{id} 送达报告\n已送达：{sent}\n无法送达：{unreachable}\n"
-            "发送失败：{failed}\n已退订：{opted_out}",
-            "en": "📊 Delivery report of announcement #{id}\nSent: {sent}\n"
-            "Unreachable: {unreachable}\nFailed: {failed}\nOpted out: {opted_out}",
-        },
-        "stop.done": {
-            "zh": "好的，你不会再收到公告。已购课程的开课提醒照常发送。发送 /start 可重新订阅。",
-            "en": "OK, no more announcements. Reminders for courses you bought still come. "
-            "Send /start to subscribe again.",
-        },
-    }
-)
 
 
 def parse_announce(args: str, zone) -> tuple[str, str, datetime | None] | None:
@@ -200,8 +157,9 @@ async def announce(msg: Incoming, uow, learner, t, clock, settings, app) -> Repl
     queued, opted_out, unreachable = await fan_out(uow, broadcast, settings, now)
     log.info("announcement #%s queued for %s learners", broadcast.id, queued)
     return Reply(
-        t(
+        t.plural(
             "announce.queued",
+            queued,
             id=broadcast.id,
             queued=queued,
             opted_out=opted_out,

@@ -5,40 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bot.core import Button, Incoming, Reply, Router, esc
-from handlers.i18n import Translator, add_messages
+from bot.i18n import Translator
 
 router = Router()
-
-add_messages(
-    {
-        "cmd.catalog": {"zh": "按分类浏览课程", "en": "Browse courses by category"},
-        "catalog.categories": {
-            "zh": "📚 <b>课程分类</b>\n请选择一个分类：",
-            "en": "📚 <b>Categories</b>\nPick one:",
-        },
-        "catalog.empty": {"zh": "目前还没有上架的课程。", "en": "No courses are on sale yet."},
-        "catalog.page": {
-            "zh": "📚 <b>{category}</b>（第 {page}/{pages} 页，共 {total} 门）",
-            "en": "📚 <b>{category}</b> (page {page}/{pages}, {total} courses)",
-        },
-        "catalog.prev": {"zh": "⬅️ 上一页", "en": "⬅️ Previous"},
-        "catalog.next": {"zh": "下一页 ➡️", "en": "Next ➡️"},
-        "catalog.back": {"zh": "↩️ 返回分类", "en": "↩️ Categories"},
-        "card.not_found": {
-            "zh": "抱歉，没有找到这门课程（可能已经下架）。发送 /catalog 浏览其他课程。",
-            "en": "Sorry, that course is not available (it may have been withdrawn). "
-            "Send /catalog to browse others.",
-        },
-        "card.body": {
-            "zh": "<b>{title}</b>  #{id}\n分类：{category}\n讲师：{instructor}\n"
-            "价格：{price}\n\n{description}",
-            "en": "<b>{title}</b>  #{id}\nCategory: {category}\nInstructor: {instructor}\n"
-            "Price: {price}\n\n{description}",
-        },
-        "card.buy": {"zh": "💳 购买（{price}）", "en": "💳 Buy ({price})"},
-        "card.owned": {"zh": "✅ 你已拥有这门课程", "en": "✅ You own this course"},
-    }
-)
 
 CardSection = Callable[..., Awaitable[str | None]]
 CardButtons = Callable[..., Awaitable[list[Button]]]
@@ -116,8 +85,9 @@ async def category_page(msg: Incoming, uow, t, settings) -> Reply:
         nav.append(Button(t("catalog.next"), f"cat:{category.id}:{page + 1}"))
     rows += [nav] if nav else []
     rows.append([Button(t("catalog.back"), "cats")])
-    text = t(
+    text = t.plural(
         "catalog.page",
+        total,
         category=esc(category_name(category, t)),
         page=page + 1,
         pages=pages,

@@ -4,99 +4,11 @@ from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc, expect_text
 from handlers.catalog import card_buttons, card_section, course_title
-from handlers.i18n import add_messages
 
 router = Router()
 ASPECTS = ("content", "instructor", "interaction")
 CARD_REVIEWS = 2
 CARD_REVIEW_CHARS = 140
-
-add_messages(
-    {
-        "cmd.rate": {"zh": "给已购课程评分", "en": "Rate a course you own"},
-        "cmd.reviews": {
-            "zh": "查看课程评价：/reviews 课程编号",
-            "en": "Course reviews: /reviews id",
-        },
-        "rate.none_owned": {
-            "zh": "你还没有购买课程，购买后才能评分。发送 /catalog 浏览课程。",
-            "en": "You don't own any course yet; only buyers can rate. Send /catalog to browse.",
-        },
-        "rate.not_owned": {
-            "zh": "只有购买了这门课程的学员才能评分。",
-            "en": "Only learners who bought this course can rate it.",
-        },
-        "rate.pick": {"zh": "要给哪门课程评分？", "en": "Which course would you like to rate?"},
-        "rate.step.content": {
-            "zh": "《{title}》评分 1/3\n<b>内容</b>：课程内容打几分？（1 最低，5 最高）",
-            "en": "Rating “{title}” 1/3\n<b>Content</b>: how good was the content? "
-            "(1 lowest, 5 highest)",
-        },
-        "rate.step.instructor": {
-            "zh": "《{title}》评分 2/3\n<b>讲师表达</b>：讲师讲得清楚吗？",
-            "en": "Rating “{title}” 2/3\n<b>Instructor</b>: how clear was the instructor?",
-        },
-        "rate.step.interaction": {
-            "zh": "《{title}》评分 3/3\n<b>互动</b>：答疑和互动怎么样？",
-            "en": "Rating “{title}” 3/3\n<b>Interaction</b>: how were Q&amp;A and interaction?",
-        },
-        "rate.saved": {
-            "zh": "✅ 已记录评分：内容 {content}，讲师表达 {instructor}，互动 {interaction}，"
-            "综合 <b>{score}</b>。\n想写几句评价吗？直接发送文字（最多 {limit} 字），"
-            "或点击“跳过”。",
-            "en": "✅ Rating saved: content {content}, instructor {instructor}, "
-            "interaction {interaction}, overall <b>{score}</b>.\nWould you like to write a "
-            "review? Just send it (up to {limit} characters), or press “Skip”.",
-        },
-        "rate.changed": {
-            "zh": "✅ 已更新你的评分：内容 {content}，讲师表达 {instructor}，互动 {interaction}，"
-            "综合 <b>{score}</b>。\n发送新的文字评价（最多 {limit} 字）可替换原来的，"
-            "或点击“跳过”保留原评价。",
-            "en": "✅ Rating changed: content {content}, instructor {instructor}, "
-            "interaction {interaction}, overall <b>{score}</b>.\nSend a new review (up to "
-            "{limit} characters) to replace yours, or press “Skip” to keep it.",
-        },
-        "rate.skip": {"zh": "跳过", "en": "Skip"},
-        "rate.skipped": {"zh": "好的，谢谢你的评分！", "en": "Done. Thank you for rating!"},
-        "rate.button": {"zh": "⭐ 给课程评分", "en": "⭐ Rate this course"},
-        "rate.prompt": {
-            "zh": "《{title}》的直播结束了，给这次课程打个分吧？只需三步。",
-            "en": "The live session of “{title}” has ended. Would you rate it? "
-            "It takes three taps.",
-        },
-        "review.too_long": {
-            "zh": "评价太长了（{count} 字，上限 {limit} 字），没有保存。请缩短后重新发送，"
-            "或点击“跳过”。",
-            "en": "That review is too long ({count} characters, the limit is {limit}); "
-            "nothing was saved. Please send a shorter one, or press “Skip”.",
-        },
-        "review.saved": {"zh": "📝 谢谢你的评价！", "en": "📝 Thank you for your review!"},
-        "card.rating": {
-            "zh": "⭐ 评分 <b>{avg}</b> / 5（{count} 人评分）",
-            "en": "⭐ Rated <b>{avg}</b> / 5 · ratings: {count}",
-        },
-        "card.no_rating": {"zh": "⭐ 暂无评分", "en": "⭐ No ratings yet"},
-        "card.reviews": {"zh": "最新评价：", "en": "Latest reviews:"},
-        "card.more_reviews": {
-            "zh": "发送 /reviews {id} 查看全部 {count} 条评价",
-            "en": "Send /reviews {id} for all {count} reviews",
-        },
-        "reviews.usage": {
-            "zh": "用法：/reviews 课程编号（例如 /reviews 1）",
-            "en": "Usage: /reviews <course_id> (e.g. /reviews 1)",
-        },
-        "reviews.none": {
-            "zh": "《{title}》还没有文字评价。",
-            "en": "“{title}” has no reviews yet.",
-        },
-        "reviews.page": {
-            "zh": "📝 《{title}》的评价（第 {page}/{pages} 页，共 {total} 条）",
-            "en": "📝 Reviews of “{title}” (page {page}/{pages}, {total} reviews)",
-        },
-        "reviews.prev": {"zh": "⬅️ 上一页", "en": "⬅️ Previous"},
-        "reviews.next": {"zh": "下一页 ➡️", "en": "Next ➡️"},
-    }
-)
 
 
 def weighted_score(parts: tuple[int, int, int], settings) -> float:
@@ -185,8 +97,8 @@ async def rating_step(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     created = await uow.ratings.upsert(learner.id, course.id, parts_tuple, score, now)
     await uow.interactions.add(learner.id, course.id, "rating", score, when=now)
     await expect_text(uow, learner.id, "review", course_id=course.id)
-    text = t(
-        "rate.saved" if created else "rate.changed",
+    saved = t("rate.saved") if created else t("rate.changed")
+    text = saved.format(
         content=parts[0],
         instructor=parts[1],
         interaction=parts[2],
@@ -254,7 +166,7 @@ async def reviews_page(course_id: int, page: int, uow, t, settings) -> Reply:
     if not rows:
         return Reply(t("reviews.none", title=title))
     pages = -(-total // size)
-    lines = [t("reviews.page", title=title, page=page + 1, pages=pages, total=total)]
+    lines = [t.plural("reviews.page", total, title=title, page=page + 1, pages=pages, total=total)]
     for rating, name in rows:
         lines.append(f"\n⭐ {_score_text(rating.score or 0)} — {esc(name or '?')}")
         lines.append(esc(rating.review))
@@ -283,7 +195,7 @@ async def rating_section(course, learner, uow, t, clock) -> str:
             for rating, name in newest
         ]
     if total > CARD_REVIEWS:
-        lines.append(t("card.more_reviews", id=course.id, count=total))
+        lines.append(t.plural("card.more_reviews", total, id=course.id, count=total))
     return "\n".join(lines)
 
 

@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router
-from handlers.i18n import LOCALES, add_messages, translator_for
+from bot.i18n import LOCALES, translator_for
 
 router = Router()
-
-add_messages(
-    {
-        "cmd.language": {"zh": "切换语言 / Language", "en": "Switch language / 语言"},
-        "language.pick": {
-            "zh": "请选择语言 / Choose a language:",
-            "en": "Choose a language / 请选择语言:",
-        },
-        "language.set": {
-            "zh": "好的，之后我会用中文回复你。",
-            "en": "OK, I will reply in English from now on.",
-        },
-    }
-)
 
 
 @router.command("language", "语言", "lang")

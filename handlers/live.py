@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.core import Incoming, Reply, Router, esc, reply_to_body
+from bot.i18n import translator_for
 from handlers.catalog import card_section, course_title
 from handlers.feedback import rating_prompt
-from handlers.i18n import add_messages, translator_for
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
 
@@ -22,144 +22,6 @@ REPLAY = "replay"
 PAST_REPLAYS = 5
 RATE = "rate"
 LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
-
-add_messages(
-    {
-        "cmd.schedule": {
-            "zh": "安排直播：/schedule 课程编号 YYYY-MM-DDTHH:MM 链接 [标题]",
-            "en": "Schedule a session: /schedule course_id YYYY-MM-DDTHH:MM url [title]",
-        },
-        "cmd.sessions": {"zh": "查看课程的直播安排", "en": "A course's live sessions"},
-        "cmd.reschedule": {
-            "zh": "改期：/reschedule 直播编号 YYYY-MM-DDTHH:MM",
-            "en": "Move a session: /reschedule session_id YYYY-MM-DDTHH:MM",
-        },
-        "cmd.cancelsession": {
-            "zh": "取消直播：/cancelsession 直播编号",
-            "en": "Cancel a session: /cancelsession session_id",
-        },
-        "cmd.replay": {
-            "zh": "设置回放：/replay 直播编号 链接",
-            "en": "Set the replay: /replay session_id url",
-        },
-        "cmd.timezone": {
-            "zh": "设置你的时区，例如 /timezone Europe/Berlin",
-            "en": "Set your time zone, e.g. /timezone Europe/Berlin",
-        },
-        "live.schedule.usage": {
-            "zh": "用法：/schedule 课程编号 YYYY-MM-DDTHH:MM 链接 [标题]\n时间按 {zone} 填写。",
-            "en": "Usage: /schedule course_id YYYY-MM-DDTHH:MM url [title]\n"
-            "The time is read in {zone}.",
-        },
-        "live.no_course": {"zh": "没有编号为 #{id} 的课程。", "en": "There is no course #{id}."},
-        "live.bad_url": {
-            "zh": "链接需要以 http:// 或 https:// 开头。",
-            "en": "The link must start with http:// or https://.",
-        },
-        "live.past": {
-            "zh": "这个时间已经过去了：{time}。",
-            "en": "That time has already passed: {time}.",
-        },
-        "live.scheduled": {
-            "zh": "✅ 已安排直播 #{id}（课程 #{course}《{title}》）\n"
-            "UTC：{utc}\n{zone}：{local}\n已为 {learners} 位学员安排提醒。",
-            "en": "✅ Scheduled session #{id} of course #{course} “{title}”\n"
-            "UTC: {utc}\n{zone}: {local}\nReminders planned for {learners} learners.",
-        },
-        "live.sessions.usage": {
-            "zh": "用法：/sessions 课程编号",
-            "en": "Usage: /sessions course_id",
-        },
-        "live.sessions.none": {
-            "zh": "课程 #{id} 目前没有安排直播。",
-            "en": "Course #{id} has no sessions scheduled.",
-        },
-        "live.sessions.title": {
-            "zh": "📅 <b>《{title}》的直播</b>（{zone}）",
-            "en": "📅 <b>Sessions of “{title}”</b> ({zone})",
-        },
-        "live.status.scheduled": {"zh": "", "en": ""},
-        "live.sessions.replay": {"zh": "（回放）", "en": " (replay)"},
-        "live.status.cancelled": {"zh": "（已取消）", "en": " (cancelled)"},
-        "live.no_session": {"zh": "没有编号为 #{id} 的直播。", "en": "There is no session #{id}."},
-        "live.reschedule.usage": {
-            "zh": "用法：/reschedule 直播编号 YYYY-MM-DDTHH:MM（按 {zone}）",
-            "en": "Usage: /reschedule session_id YYYY-MM-DDTHH:MM (in {zone})",
-        },
-        "live.not_scheduled": {
-            "zh": "直播 #{id} 已取消，不能再修改。",
-            "en": "Session #{id} was cancelled; it can't be changed.",
-        },
-        "live.moved.admin": {
-            "zh": "✅ 直播 #{id} 已改到\nUTC：{utc}\n{zone}：{local}\n已通知 {learners} 位学员。",
-            "en": "✅ Session #{id} moved to\nUTC: {utc}\n{zone}: {local}\n"
-            "{learners} learners were told.",
-        },
-        "live.cancel.usage": {
-            "zh": "用法：/cancelsession 直播编号",
-            "en": "Usage: /cancelsession session_id",
-        },
-        "live.cancelled.admin": {
-            "zh": "✅ 直播 #{id} 已取消，已通知 {learners} 位学员。",
-            "en": "✅ Session #{id} is cancelled; {learners} learners were told.",
-        },
-        "live.replay.usage": {
-            "zh": "用法：/replay 直播编号 链接",
-            "en": "Usage: /replay session_id url",
-        },
-        "live.replay.admin": {
-            "zh": "✅ 已设置直播 #{id} 的回放，学员会在直播结束后收到（{time}）。",
-            "en": "✅ Replay of session #{id} set; learners get it after the session ({time}).",
-        },
-        "live.notice.before": {
-            "zh": "⏰ 提醒：《{course}》{session}将在 {left}后开始\n开始时间：{time}",
-            "en": "⏰ Reminder: “{course}”{session} starts in {left}\nStarts at: {time}",
-        },
-        "live.notice.start": {
-            "zh": "🔴 《{course}》{session}直播开始了！\n点击进入：{url}",
-            "en": "🔴 “{course}”{session} is live now!\nJoin here: {url}",
-        },
-        "live.notice.replay": {
-            "zh": "🎬 《{course}》{session}的回放：{url}",
-            "en": "🎬 Replay of “{course}”{session}: {url}",
-        },
-        "live.notice.moved": {
-            "zh": "📅 《{course}》{session}改期了，新的时间：{time}",
-            "en": "📅 “{course}”{session} has moved to {time}",
-        },
-        "live.notice.cancelled": {
-            "zh": "❌ 《{course}》{session}（原定 {time}）已取消。",
-            "en": "❌ “{course}”{session} (planned for {time}) is cancelled.",
-        },
-        "live.card.next": {"zh": "📅 下一次直播：{time}", "en": "📅 Next live session: {time}"},
-        "live.mine.title": {"zh": "📅 <b>即将开始的直播</b>", "en": "📅 <b>Upcoming sessions</b>"},
-        "live.purchase.next": {
-            "zh": "📅 下一次直播：{time}，开始前我会提醒你。",
-            "en": "📅 Next live session: {time}. I'll remind you before it starts.",
-        },
-        "live.purchase.replays": {
-            "zh": "▶️ 已有 {n} 节回放：发送 /sessions {id} 查看。",
-            "en": "▶️ {n} replay(s) are ready: send /sessions {id} to watch.",
-        },
-        "tz.current": {
-            "zh": "你的时区是 {zone}，现在是 {now}。\n修改：/timezone Europe/Berlin",
-            "en": "Your time zone is {zone}; it is now {now}.\nChange it: /timezone Europe/Berlin",
-        },
-        "tz.unknown": {
-            "zh": "不认识这个时区：{zone}。请使用 IANA 名称，例如 Asia/Shanghai、Europe/Berlin。",
-            "en": "Unknown time zone: {zone}. Use an IANA name such as Asia/Shanghai "
-            "or Europe/Berlin.",
-        },
-        "tz.set": {
-            "zh": "✅ 时区已设为 {zone}，现在是 {now}。提醒会按这个时区显示。",
-            "en": "✅ Time zone set to {zone}; it is now {now}. Reminders show this time.",
-        },
-        "unit.d": {"zh": "{n} 天", "en": "{n} d"},
-        "unit.h": {"zh": "{n} 小时", "en": "{n} h"},
-        "unit.m": {"zh": "{n} 分钟", "en": "{n} min"},
-        "unit.s": {"zh": "{n} 秒", "en": "{n} s"},
-    }
-)
 
 
 # ----------------------------------------------------------------------------- time & plans
@@ -230,6 +92,11 @@ def _duration_text(delta: timedelta, t) -> str:
         if seconds >= size * (2 if unit == "d" else 1) and seconds % size == 0:
             return t(f"unit.{unit}", n=seconds // size)
     return t("unit.s", n=seconds)
+
+
+def _status(session, t) -> str:
+    """A session's status for lists; nothing while it is simply scheduled."""
+    return "" if session.status == "scheduled" else t(f"live.status.{session.status}")
 
 
 def _session_label(session, t) -> str:
@@ -372,8 +239,9 @@ async def schedule(msg: Incoming, uow, t, clock, settings, app) -> Reply:
     wake_scheduler(app)
     log.info("scheduled session #%s of course #%s at %s", session.id, course.id, starts_at)
     return Reply(
-        t(
+        t.plural(
             "live.scheduled",
+            learners,
             id=session.id,
             course=course.id,
             title=esc(course_title(course, t)),
@@ -411,7 +279,10 @@ async def reschedule(msg: Incoming, uow, t, clock, settings, app) -> Reply:
     told = await tell_enrolled(uow, session, "moved", settings, now)
     wake_scheduler(app)
     return Reply(
-        t("live.moved.admin", id=session.id, learners=told, **_times(starts_at, t, settings))
+        t.plural(
+            "live.moved.admin", told, id=session.id, learners=told,
+            **_times(starts_at, t, settings),
+        )
     )
 
 
@@ -427,7 +298,7 @@ async def cancel_session(msg: Incoming, uow, t, clock, settings, app) -> Reply:
     await uow.reminders.cancel(session.id)
     told = await tell_enrolled(uow, session, "cancelled", settings, clock.now())
     wake_scheduler(app)
-    return Reply(t("live.cancelled.admin", id=session.id, learners=told))
+    return Reply(t.plural("live.cancelled.admin", told, id=session.id, learners=told))
 
 
 @router.command("replay", "回放", admin=True)
@@ -474,7 +345,7 @@ async def sessions(msg: Incoming, uow, learner, t, clock, settings) -> Reply:
     owner = admin or await uow.enrolments.owns(learner.id, course.id)
     lines = [t("live.sessions.title", title=esc(course_title(course, t)), zone=t.zone.key)]
     for s in rows:
-        line = f"#{s.id} {t.when(s.starts_at)}{_session_label(s, t)}{t(f'live.status.{s.status}')}"
+        line = f"#{s.id} {t.when(s.starts_at)}{_session_label(s, t)}{_status(s, t)}"
         if s in replays:
             line += t("live.sessions.replay") + (f"\n    {esc(s.replay_url)}" if owner else "")
         elif owner and s.status == "scheduled":
@@ -533,5 +404,5 @@ async def plan_for_new_learner(learner, course, uow, t, clock, msg) -> list[Repl
     replays = [s for s in sessions if s.replay_url]
     lines = [t("live.purchase.next", time=t.when(upcoming[0].starts_at))] if upcoming else []
     if replays:
-        lines.append(t("live.purchase.replays", n=len(replays), id=course.id))
+        lines.append(t.plural("live.purchase.replays", len(replays), n=len(replays), id=course.id))
     return [Reply("\n".join(lines))] if lines else []

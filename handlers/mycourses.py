@@ -6,20 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from bot.core import Button, Reply, Router, call_with_deps, esc
 from handlers.catalog import course_title
-from handlers.i18n import add_messages
 
 router = Router()
-
-add_messages(
-    {
-        "cmd.mycourses": {"zh": "我购买的课程", "en": "Courses you own"},
-        "mine.none": {
-            "zh": "你还没有购买课程。发送 /catalog 看看有什么课程吧。",
-            "en": "You don't own any course yet. Send /catalog to have a look.",
-        },
-        "mine.title": {"zh": "🎓 <b>我的课程</b>", "en": "🎓 <b>My courses</b>"},
-    }
-)
 
 MineSection = Callable[..., Awaitable[list[Reply]]]
 AFTER_MY_COURSES: list[MineSection] = []

@@ -17,66 +17,10 @@ from bot.core import (
     esc,
 )
 from handlers.catalog import course_title
-from handlers.i18n import add_messages
 
 log = logging.getLogger(__name__)
 router = Router()
 STARS = "XTR"
-
-add_messages(
-    {
-        "buy.unavailable": {
-            "zh": "抱歉，这门课程目前无法购买（不存在或已下架）。",
-            "en": "Sorry, this course can't be bought right now "
-            "(it doesn't exist or was withdrawn).",
-        },
-        "buy.owned": {
-            "zh": "你已经拥有这门课程了，不需要再次购买。发送 /mycourses 查看。",
-            "en": "You already own this course, no need to buy it again. See /mycourses.",
-        },
-        "buy.invoice": {
-            "zh": "请支付以下账单，完成后课程会自动加入「我的课程」。",
-            "en": "Please pay this invoice; the course is added to /mycourses right after.",
-        },
-        "buy.not_your_order": {
-            "zh": "抱歉，找不到这个订单，它可能不属于你或已经失效。",
-            "en": "Sorry, that order can't be found; it may not be yours or may have expired.",
-        },
-        "pay.check.failed": {
-            "zh": "订单已失效，请重新打开课程购买。",
-            "en": "This order is no longer valid. Please open the course and buy again.",
-        },
-        "pay.check.owned": {"zh": "你已经拥有这门课程。", "en": "You already own this course."},
-        "pay.check.amount": {
-            "zh": "价格已变化，请重新打开课程购买。",
-            "en": "The price has changed. Please open the course and buy again.",
-        },
-        "pay.done": {
-            "zh": "🎉 支付成功！《{title}》已加入你的课程。开课前我会提醒你，并发送直播链接。",
-            "en": "🎉 Payment received! “{title}” is now yours. I will remind you before each "
-            "session and send the live link.",
-        },
-        "pay.duplicate": {
-            "zh": "这笔付款已经记录过了，课程已在「我的课程」中。",
-            "en": "This payment was already recorded; the course is in /mycourses.",
-        },
-        "pay.surplus_refunded": {
-            "zh": "你已经拥有这门课程，这次多付的款项已自动退回。",
-            "en": "You already owned this course, so this extra payment "
-            "was refunded automatically.",
-        },
-        "pay.surplus_pending": {
-            "zh": "你已经拥有这门课程，多付的款项会由管理员尽快退回。",
-            "en": "You already owned this course; an admin will refund "
-            "this extra payment shortly.",
-        },
-        "pay.orphan": {
-            "zh": "我们收到了付款，但订单无效，款项已退回。",
-            "en": "We received a payment for an invalid order; it has been refunded.",
-        },
-        "pay.mine": {"zh": "🎓 我的课程", "en": "🎓 My courses"},
-    }
-)
 
 AfterPurchase = Callable[..., Awaitable[list[Reply]]]
 AFTER_PURCHASE: list[AfterPurchase] = []

@@ -17,9 +17,9 @@ from bot.core import (
     expect_text,
     reply_to_body,
 )
+from bot.i18n import translator_for
 from bot.textindex import SimilarityIndex
 from handlers.catalog import card_buttons, course_title
-from handlers.i18n import add_messages, translator_for
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -30,132 +30,6 @@ DRAFT_KEY = "askdraft:{learner_id}"
 # A forwarded question starts with "❓ 问题 #12" / "❓ Question #12" ("question.forward");
 # replies are matched on that start only, so a reply to "已回答问题 #12" is plain text.
 FORWARD_ID = re.compile(r"❓ (?:问题|Question) #(\d+)\b")
-
-add_messages(
-    {
-        "cmd.ask": {"zh": "向讲师提问：/ask 你的问题", "en": "Ask the instructor: /ask question"},
-        "ask.usage": {
-            "zh": "请在 /ask 后面写上你的问题，例如：/ask 直播有回放吗？\n"
-            "也可以在课程卡片上点击“向讲师提问”。",
-            "en": "Put your question after /ask, for example: /ask Is there a replay?\n"
-            "You can also press “Ask the instructor” on a course card.",
-        },
-        "ask.button": {"zh": "🙋 向讲师提问", "en": "🙋 Ask the instructor"},
-        "ask.prompt": {
-            "zh": "请发送你想问《{title}》讲师的问题（最多 {limit} 字）：",
-            "en": "Send your question for the instructor of “{title}” (up to {limit} characters):",
-        },
-        "ask.pick": {
-            "zh": "这个问题是关于哪门课程的？",
-            "en": "Which course is this question about?",
-        },
-        "ask.general": {"zh": "其他 / 不针对某门课程", "en": "Other / no particular course"},
-        "ask.too_long": {
-            "zh": "问题太长了（{count} 字，上限 {limit} 字），没有发送。请精简后再发。",
-            "en": "That question is too long ({count} characters, the limit is {limit}); "
-            "nothing was sent. Please shorten it and send it again.",
-        },
-        "ask.rate_limited": {
-            "zh": "你提问太频繁了：每小时最多 {limit} 个问题。请稍后再问。",
-            "en": "You are asking too often: at most {limit} questions an hour. "
-            "Please try again later.",
-        },
-        "ask.sent": {
-            "zh": "📨 已把你的问题 #{id} 转给讲师，收到回答后会通知你。",
-            "en": "📨 Your question #{id} went to the instructor; you'll get the answer here.",
-        },
-        "ask.draft_gone": {
-            "zh": "这个问题已经处理过了，请重新发送 /ask 你的问题。",
-            "en": "That question was already handled. Please send /ask with your question again.",
-        },
-        "faq.hit": {
-            "zh": "💡 这个问题可能已经有答案了（常见问题 #{faq_id}）：\n"
-            "<b>{question}</b>\n{answer}",
-            "en": "💡 This may already be answered (FAQ #{faq_id}):\n<b>{question}</b>\n{answer}",
-        },
-        "faq.helped": {"zh": "👍 有帮助", "en": "👍 This helped"},
-        "faq.still_ask": {"zh": "🙋 仍然问讲师", "en": "🙋 Still ask the instructor"},
-        "faq.glad": {
-            "zh": "太好了！还有问题随时发送 /ask。",
-            "en": "Glad it helped! Send /ask any time.",
-        },
-        "question.forward": {
-            "zh": "❓ <b>问题 #{id}</b>\n课程：{course}\n来自：{name}\n\n{text}\n\n"
-            "直接回复这条消息即可回答，或发送 /answer {id} 你的回答",
-            "en": "❓ <b>Question #{id}</b>\nCourse: {course}\nFrom: {name}\n\n{text}\n\n"
-            "Reply to this message to answer, or send /answer {id} your answer",
-        },
-        "question.course": {"zh": "《{title}》 #{id}", "en": "“{title}” #{id}"},
-        "question.no_course": {"zh": "（未指定课程）", "en": "(no particular course)"},
-        "question.answer_button": {"zh": "✍️ 回答 #{id}", "en": "✍️ Answer #{id}"},
-        "answer.usage": {
-            "zh": "用法：/answer 问题编号 回答内容（例如 /answer 12 有回放）",
-            "en": "Usage: /answer <question_id> <text> (e.g. /answer 12 Yes, there is)",
-        },
-        "answer.not_found": {
-            "zh": "没有编号为 #{id} 的问题。",
-            "en": "There is no question #{id}.",
-        },
-        "answer.refused": {
-            "zh": "只有这门课程的讲师或管理员可以回答问题 #{id}。",
-            "en": "Only this course's instructor or an admin can answer question #{id}.",
-        },
-        "answer.too_long": {
-            "zh": "回答太长了（{count} 字，上限 {limit} 字），没有发送。",
-            "en": "That answer is too long ({count} characters, the limit is {limit}); "
-            "nothing was sent.",
-        },
-        "answer.prompt": {
-            "zh": "请发送对问题 #{id} 的回答：",
-            "en": "Send your answer to question #{id}:",
-        },
-        "answer.done": {
-            "zh": "✅ 已回答问题 #{id}，回答会发送给提问的学员。发送 /faq {id} 可设为常见问题。",
-            "en": "✅ Answered question #{id}; the learner will get it. "
-            "Send /faq {id} to make it public.",
-        },
-        "answer.notice": {
-            "zh": "💬 你的问题 #{id} 有了回答：\n<i>{question}</i>\n\n{answer}",
-            "en": "💬 Your question #{id} was answered:\n<i>{question}</i>\n\n{answer}",
-        },
-        "questions.none": {"zh": "目前没有待回答的问题。", "en": "No open questions."},
-        "questions.head": {"zh": "📥 <b>待回答的问题</b>", "en": "📥 <b>Open questions</b>"},
-        "questions.not_instructor": {
-            "zh": "只有讲师和管理员可以查看学员的问题。",
-            "en": "Only instructors and admins can see learners' questions.",
-        },
-        "questions.keywords": {
-            "zh": "🏷 《{title}》评价关键词：{words}",
-            "en": "🏷 Review keywords of “{title}”: {words}",
-        },
-        "faq.usage": {
-            "zh": "用法：/faq 问题编号（设为常见问题），/faq 问题编号 off（取消）",
-            "en": "Usage: /faq <question_id> to make it public, /faq <question_id> off to undo",
-        },
-        "faq.not_answered": {
-            "zh": "问题 #{id} 还没有回答，不能设为常见问题。",
-            "en": "Question #{id} has no answer yet, so it can't be a FAQ.",
-        },
-        "faq.done": {
-            "zh": "📌 问题 #{id} 已设为常见问题，以后相似的问题会自动回答。",
-            "en": "📌 Question #{id} is now a FAQ; similar questions will be answered at once.",
-        },
-        "faq.removed": {
-            "zh": "问题 #{id} 不再是常见问题。",
-            "en": "Question #{id} is no longer a FAQ.",
-        },
-        "instructor.usage": {
-            "zh": "用法：/instructor 课程编号 渠道:用户（例如 /instructor 1 telegram:123）；"
-            "讲师需要先给机器人发过消息。",
-            "en": "Usage: /instructor <course_id> <channel:user> (e.g. /instructor 1 "
-            "telegram:123); the instructor must have messaged the bot once.",
-        },
-        "instructor.done": {
-            "zh": "已把 {name} 设为课程 #{id} 的讲师。",
-            "en": "{name} is now the instructor of course #{id}.",
-        },
-    }
-)
 
 
 def _theirs(learner, settings):

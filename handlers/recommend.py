@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from bot.core import Button, Reply, Router, esc
+from bot.i18n import Translator
 from handlers.catalog import course_title
-from handlers.i18n import Translator, add_messages
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
 from recommender.entities import CourseInfo
@@ -15,28 +15,6 @@ from recommender.signals import Interaction
 log = logging.getLogger(__name__)
 router = Router()
 SUGGESTIONS = 5
-
-add_messages(
-    {
-        "cmd.recommend": {"zh": "为你推荐课程", "en": "Courses picked for you"},
-        "rec.title": {"zh": "✨ <b>猜你喜欢</b>", "en": "✨ <b>You may also like</b>"},
-        "rec.none": {
-            "zh": "你已经拥有所有在售课程了，太厉害了！",
-            "en": "You already own every course on sale. Impressive!",
-        },
-        "rec.because_you_took": {
-            "zh": "因为你学了《{course}》",
-            "en": "because you took “{course}”",
-        },
-        "rec.similar_learners": {
-            "zh": "和你相似的同学也在学",
-            "en": "popular with learners like you",
-        },
-        "rec.new_in_category": {"zh": "「{category}」新课", "en": "new in {category}"},
-        "rec.popular_in_category": {"zh": "「{category}」热门", "en": "popular in {category}"},
-        "rec.popular": {"zh": "大家都在学", "en": "popular with everyone"},
-    }
-)
 
 
 def course_info(course) -> CourseInfo:

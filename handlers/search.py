@@ -7,26 +7,10 @@ from functools import lru_cache
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.textindex import TextIndex
 from handlers.catalog import category_name, course_title, price_text
-from handlers.i18n import add_messages
 
 router = Router()
 MAX_RESULTS = 8
 MAX_QUERY_CHARS = 200
-
-add_messages(
-    {
-        "cmd.search": {"zh": "搜索课程：/search 关键词", "en": "Search courses: /search words"},
-        "search.usage": {
-            "zh": "请在 /search 后面写上关键词，例如：/search Python 入门",
-            "en": "Put some words after /search, for example: /search python basics",
-        },
-        "search.none": {
-            "zh": "没有找到与「{query}」相关的课程。试试别的关键词，或发送 /catalog 浏览。",
-            "en": "No course matches “{query}”. Try other words, or send /catalog to browse.",
-        },
-        "search.results": {"zh": "🔎 「{query}」的搜索结果：", "en": "🔎 Results for “{query}”:"},
-    }
-)
 
 
 def course_document(course) -> str:

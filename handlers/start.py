@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc
+from bot.i18n import has_message
 from handlers.catalog import course_card
-from handlers.i18n import MESSAGES, add_messages
 
 router = Router()
-
-add_messages(
-    {
-        "cmd.start": {"zh": "开始 / 回到首页", "en": "Start / home"},
-        "cmd.help": {"zh": "查看全部命令", "en": "All commands"},
-        "start.welcome": {
-            "zh": "👋 你好，{name}！欢迎来到课程小店。\n"
-            "这里有直播课程，购买后会收到直播链接和开课提醒。\n"
-            "发送 /catalog 浏览课程，/search 加关键词搜索，/help 查看全部命令。",
-            "en": "👋 Hi {name}! Welcome to the course shop.\n"
-            "We sell live courses: after you buy, "
-            "you get the session links and reminders.\nSend /catalog to browse, /search with some "
-            "words to search, /help for all commands.",
-        },
-        "start.catalog": {"zh": "📚 浏览课程", "en": "📚 Browse courses"},
-        "start.mine": {"zh": "🎓 我的课程", "en": "🎓 My courses"},
-        "start.language": {"zh": "🌐 Language", "en": "🌐 语言"},
-        "help.learner": {"zh": "<b>可用命令</b>", "en": "<b>Commands</b>"},
-        "help.admin": {"zh": "<b>管理员命令</b>", "en": "<b>Admin commands</b>"},
-    }
-)
 
 HELP_ORDER: list[tuple[str, bool]] = []
 
@@ -57,7 +36,7 @@ async def help_command(msg: Incoming, t, settings) -> Reply:
     learner_lines, admin_lines = [t("help.learner")], [t("help.admin")]
     for name, admin in HELP_ORDER:
         key = f"cmd.{name}"
-        line = f"/{name} — {t(key)}" if key in MESSAGES else f"/{name}"
+        line = f"/{name} — {t(key)}" if has_message(key) else f"/{name}"
         (admin_lines if admin else learner_lines).append(line)
     text = "\n".join(learner_lines)
     if settings.is_admin(msg.channel, msg.user_ref) and len(admin_lines) > 1:

@@ -43,7 +43,7 @@ from bot.core import (
     Reply,
     Unreachable,
 )
-from handlers.i18n import LOCALES, MESSAGES, Translator
+from bot.i18n import LOCALES, Translator, has_message
 
 log = logging.getLogger(__name__)
 NAME = "telegram"
@@ -150,7 +150,7 @@ def bot_commands(locale: str, commands: Iterable[tuple[str, bool]]) -> list[BotC
     return [
         BotCommand(command=name, description=t(f"cmd.{name}")[:256])
         for name, admin in commands
-        if not admin and f"cmd.{name}" in MESSAGES
+        if not admin and has_message(f"cmd.{name}")
     ]
 
 

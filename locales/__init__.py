@@ -1,0 +1,1 @@
+"""gettext catalogs (Babel): `<lang>/LC_MESSAGES/coursebot.po`, loaded from the .po directly."""
