@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,16 @@ from rich.table import Table
 from surprise import SVD, Dataset, Reader
 from surprise.model_selection import KFold, cross_validate
 
-from recommender.model import ModelParams, RankingSVD
+from recommender import items as item_models
+from recommender.blend import Hybrid, split_latest
+from recommender.model import FactorModel, ModelParams
 from recommender.signals import SignalWeights
 
 Row = tuple[int, int, float, float | None]
 Tick = Callable[[str, int, int], None]
 SEED = 42
+EASE_LAMBDA = 200.0
+KNN_K = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,33 +77,23 @@ def holdout(
     rows: Sequence[Row], test_frac: float = 0.2, seed: int = SEED
 ) -> tuple[list[Row], dict[int, set[int]]]:
     """Per-user split: the latest ``test_frac`` when timestamped, else a seeded random share."""
-    rng = np.random.default_rng(seed)
-    by_user: dict[int, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_user[row[0]].append(row)
-    train: list[Row] = []
-    test: dict[int, set[int]] = {}
-    for user in sorted(by_user):
-        items = by_user[user]
-        if all(r[3] is not None for r in items):
-            items = sorted(items, key=lambda r: (r[3], r[1]))
-        else:
-            items = [items[j] for j in rng.permutation(len(items))]
-        n_test = int(math.ceil(test_frac * len(items))) if len(items) >= 2 else 0
-        train.extend(items[: len(items) - n_test])
-        if n_test:
-            test[user] = {r[1] for r in items[len(items) - n_test:]}
-    return train, test
+    return split_latest(rows, test_frac, seed)
 
 
 def ranking_metrics(
-    recs: dict[int, list[int]], test: dict[int, set[int]], k: int
+    recs: dict[int, list[int]], test: dict[int, set[int]], k: int, n_items: int | None = None
 ) -> dict[str, float]:
-    """Mean precision@k, recall@k and NDCG@k over the users in ``test``."""
+    """Mean precision, recall, NDCG and MAP at k over the users in ``test``; coverage if asked.
+
+    MAP@k divides by min(|relevant|, k). Coverage is the share of the ``n_items`` catalogue that
+    appears in at least one top-k list.
+    """
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    prec, rec, ndcg = [], [], []
+    prec, rec, ndcg, aps = [], [], [], []
+    shown: set[int] = set()
     for user, relevant in test.items():
         top = recs.get(user, [])[:k]
+        shown.update(top)
         gains = np.zeros(k)
         gains[: len(top)] = [1.0 if item in relevant else 0.0 for item in top]
         hits = gains.sum()
@@ -107,11 +101,17 @@ def ranking_metrics(
         rec.append(hits / len(relevant))
         ideal = discounts[: min(len(relevant), k)].sum()
         ndcg.append(float(gains @ discounts) / ideal)
-    return {
+        precision_at = np.cumsum(gains) / np.arange(1, k + 1)
+        aps.append(float((precision_at * gains).sum()) / min(len(relevant), k))
+    out = {
         f"precision@{k}": float(np.mean(prec)) if prec else 0.0,
         f"recall@{k}": float(np.mean(rec)) if rec else 0.0,
         f"ndcg@{k}": float(np.mean(ndcg)) if ndcg else 0.0,
     }
+    if n_items is not None:
+        out[f"map@{k}"] = float(np.mean(aps)) if aps else 0.0
+        out["coverage"] = len(shown) / n_items if n_items else 0.0
+    return out
 
 
 def _seen(train: Sequence[Row]) -> dict[int, set[int]]:
@@ -129,11 +129,51 @@ def _top_k(scores: np.ndarray, items: np.ndarray, exclude: set[int], k: int) -> 
     return [int(items[j]) for j in top if np.isfinite(scores[j])]
 
 
-def to_pseudo(train: Sequence[Row], explicit: bool, weights: SignalWeights):
-    """Turn file ratings into pseudo-ratings: stars mapped by ``weights``, implicit = purchase."""
+def to_pseudo(train: Sequence[Row], explicit: bool, weights: SignalWeights) -> list[Row]:
+    """File ratings as timed pseudo-ratings: stars mapped by ``weights``, implicit = purchase."""
     if explicit:
-        return [(u, i, weights.from_stars(r)) for u, i, r, _ in train]
-    return [(u, i, weights.purchase) for u, i, _, _ in train]
+        return [(u, i, weights.from_stars(r), t) for u, i, r, t in train]
+    return [(u, i, weights.purchase, t) for u, i, r, t in train]
+
+
+def _history(fm: FactorModel, pseudo: Sequence[Row], weights: SignalWeights):
+    """Per learner: inner ids and recency-weighted confidences, as serving computes them."""
+    rows: dict[int, list[Row]] = defaultdict(list)
+    for row in pseudo:
+        rows[row[0]].append(row)
+    return {
+        u: fm.history([r[1] for r in mine], [weights.confidence(r[2]) for r in mine],
+                      [r[3] or 0.0 for r in mine])
+        for u, mine in rows.items()
+    }
+
+
+def served_recs(
+    fm: FactorModel, pseudo: Sequence[Row], users: Sequence[int], k: int,
+    weights: SignalWeights | None = None,
+) -> dict[int, list[int]]:
+    """Top-k per user through the serving path (``FactorModel.blend``), own courses excluded."""
+    weights = weights or SignalWeights()
+    hist = _history(fm, pseudo, weights)
+    seen = _seen(pseudo)
+    out = {}
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    for user in users:
+        inner, conf = hist.get(user, empty)
+        if not fm.knows(user) and not len(inner):
+            continue
+        out[user] = _top_k(fm.blend(user, inner, conf), fm.item_ids, seen[user], k)
+    return out
+
+
+def fit_model(
+    train: Sequence[Row], explicit: bool, params: ModelParams | None = None,
+    weights: SignalWeights | None = None, tick: Tick | None = None,
+) -> tuple[Hybrid, list[Row]]:
+    """Fit the shipped blend on ``train`` (it tunes on its own validation split of ``train``)."""
+    weights = weights or SignalWeights()
+    pseudo = to_pseudo(train, explicit, weights)
+    return Hybrid(params, weights).fit(pseudo, progress=tick), pseudo
 
 
 def model_recs(
@@ -145,17 +185,10 @@ def model_recs(
     weights: SignalWeights | None = None,
     tick: Tick | None = None,
 ) -> dict[int, list[int]]:
-    """Top-k per user from the ranking SVD blended with popularity."""
+    """Top-k per user from the shipped blend (SVD + item neighbours + popularity)."""
     weights = weights or SignalWeights()
-    pseudo = to_pseudo(train, explicit, weights)
-    fm = RankingSVD(params, weights).fit(pseudo, progress=tick).factors
-    seen = _seen(train)
-    out = {}
-    for user in users:
-        scores = fm.blended(user, len(seen[user]))
-        if scores is not None:
-            out[user] = _top_k(scores, fm.item_ids, seen[user], k)
-    return out
+    fitted, pseudo = fit_model(train, explicit, params, weights, tick)
+    return served_recs(fitted.factors, pseudo, users, k, weights)
 
 
 def popularity_recs(train: Sequence[Row], users: Sequence[int], k: int) -> dict[int, list[int]]:
@@ -179,6 +212,41 @@ def random_recs(
     return {user: _top_k(rng.random(len(items)), items, seen[user], k) for user in users}
 
 
+def _binary_matrix(train: Sequence[Row]):
+    users = sorted({r[0] for r in train})
+    items = np.array(sorted({r[1] for r in train}), dtype=np.int64)
+    uid = {u: j for j, u in enumerate(users)}
+    iid = {int(i): j for j, i in enumerate(items)}
+    x = item_models.matrix(
+        np.array([uid[r[0]] for r in train]), np.array([iid[r[1]] for r in train]),
+        np.ones(len(train)), len(users), len(items),
+    )
+    x.data[:] = 1.0
+    return x, uid, items
+
+
+def item_baseline_recs(
+    train: Sequence[Row], users: Sequence[int], k: int, method: str,
+    lam: float = EASE_LAMBDA, neighbours: int = KNN_K,
+) -> dict[int, list[int]]:
+    """Baselines on the binary matrix: dense EASE^R (numpy) or item-kNN cosine (top-k sparse)."""
+    x, uid, items = _binary_matrix(train)
+    if method == "ease":
+        weights = item_models.ease_dense(x, lam)
+    else:
+        weights = item_models.knn(x, neighbours, shrink=0.0, alpha=0.5)
+    seen = _seen(train)
+    out = {}
+    for user in users:
+        if user in uid:
+            row = x[uid[user]]
+            product = row @ weights
+            scores = np.asarray(product.todense() if hasattr(product, "todense") else product)
+            scores = scores.ravel()
+            out[user] = _top_k(scores, items, seen[user], k)
+    return out
+
+
 def svd_accuracy(path: str | Path, reader: Reader, folds: int = 5) -> dict[str, float]:
     """RMSE and MAE of plain ``surprise.SVD`` with k-fold cross-validation."""
     data = Dataset.load_from_file(str(path), reader=reader)
@@ -195,22 +263,50 @@ def evaluate_rows(
     weights: SignalWeights | None = None,
     tick: Tick | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Ranking metrics for model, popularity and random on a per-user holdout of ``rows``."""
+    """Ranking metrics of the blend, each of its parts and the baselines on a per-user holdout.
+
+    Keys: ``model`` (the shipped blend), ``svd``, ``item`` and ``svd+pop`` / ``item+pop`` (its
+    components, served alone through the same code), ``popularity``, ``random``, ``item_knn``,
+    ``ease`` (dense EASE^R, numpy). Each has P/R/NDCG/MAP@k, ``coverage`` and ``seconds``.
+    """
     tick = tick or (lambda stage, done, total: None)
+    weights = weights or SignalWeights()
     train, test = holdout(rows)
     users = sorted(test)
-    tick("model", 0, 3)
-    model = model_recs(train, users, k, explicit, params, weights)
-    tick("popularity", 1, 3)
-    pop = popularity_recs(train, users, k)
-    tick("random", 2, 3)
-    rnd = random_recs(train, users, k)
-    tick("done", 3, 3)
-    return {
-        "model": ranking_metrics(model, test, k),
-        "popularity": ranking_metrics(pop, test, k),
-        "random": ranking_metrics(rnd, test, k),
-    }
+    n_items = len({r[1] for r in train})
+    results: dict[str, dict[str, float]] = {}
+
+    def run(name: str, fn, seconds: float | None = None) -> None:
+        start = time.perf_counter()
+        recs = fn()
+        spent = time.perf_counter() - start + (seconds or 0.0)
+        results[name] = {**ranking_metrics(recs, test, k, n_items), "seconds": round(spent, 3)}
+
+    steps = 8
+    tick("blend: fit + tune", 0, steps)
+    start = time.perf_counter()
+    fitted, pseudo = fit_model(train, explicit, params, weights)
+    fit_s = time.perf_counter() - start
+    fm = fitted.factors
+    tick("blend: serve", 1, steps)
+    run("model", lambda: served_recs(fm, pseudo, users, k, weights), fit_s)
+    w_svd, w_item, w_pop = fm.weights
+    parts = {"svd": (1.0, 0.0, 0.0), "item": (0.0, 1.0, 0.0),
+             "svd+pop": (1.0, 0.0, w_pop or 0.1), "item+pop": (0.0, 1.0, w_pop or 0.1)}
+    for j, (name, blend) in enumerate(parts.items()):
+        tick(f"component: {name}", 2 + j // 2, steps)
+        run(name, lambda b=blend: served_recs(replace(fm, weights=b), pseudo, users, k, weights))
+    results["model"]["blend_weights"] = list(fm.weights)
+    tick("popularity", 4, steps)
+    run("popularity", lambda: popularity_recs(train, users, k))
+    tick("random", 5, steps)
+    run("random", lambda: random_recs(train, users, k))
+    tick("item-kNN", 6, steps)
+    run("item_knn", lambda: item_baseline_recs(train, users, k, "knn"))
+    tick("EASE^R", 7, steps)
+    run("ease", lambda: item_baseline_recs(train, users, k, "ease"))
+    tick("done", steps, steps)
+    return results
 
 
 def _progress(console: Console) -> Progress:
@@ -221,16 +317,26 @@ def _progress(console: Console) -> Progress:
 
 
 def results_table(results: dict[str, dict[str, float]], k: int) -> Table:
-    """Rich table with one column per method and one row per metric."""
+    """Rich table with one row per method and one column per metric (plus ratios to popularity)."""
     table = Table(title=f"Recommender evaluation (k={k})")
-    table.add_column("metric")
-    for name in results:
-        table.add_column(name, justify="right")
-    metrics = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "rmse", "mae"]
+    metrics = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", "coverage", "seconds",
+               "rmse", "mae"]
+    metrics = [m for m in metrics if any(m in r for r in results.values())]
+    pop = results.get("popularity", {})
+    table.add_column("method")
     for metric in metrics:
-        cells = [results[name].get(metric) for name in results]
-        if any(c is not None for c in cells):
-            table.add_row(metric, *("-" if c is None else f"{c:.4f}" for c in cells))
+        table.add_column(metric.replace("precision", "P").replace("recall", "R")
+                         .replace("ndcg", "NDCG").replace("map", "MAP"), justify="right")
+        if metric in (f"precision@{k}", f"ndcg@{k}") and pop.get(metric):
+            table.add_column("x pop", justify="right")
+    for name, row in results.items():
+        cells = []
+        for metric in metrics:
+            value = row.get(metric)
+            cells.append("-" if value is None else f"{value:.4f}")
+            if metric in (f"precision@{k}", f"ndcg@{k}") and pop.get(metric):
+                cells.append("-" if value is None else f"{value / pop[metric]:.2f}x")
+        table.add_row(name, *cells)
     return table
 
 
@@ -241,7 +347,7 @@ def evaluate_file(
     console = console or Console()
     data = load_ratings(path)
     with _progress(console if not as_json else Console(stderr=True)) as bars:
-        task = bars.add_task("evaluate", total=4 if data.explicit else 3, stage="loading")
+        task = bars.add_task("evaluate", total=9 if data.explicit else 8, stage="loading")
 
         def tick(stage: str, done: int, total: int) -> None:
             bars.update(task, completed=done, stage=stage)
@@ -254,7 +360,8 @@ def evaluate_file(
     if as_json:
         console.out(json.dumps(results), highlight=False)
     else:
-        console.print(results_table(results, k))
+        wide = console if console.is_terminal else Console(file=console.file, width=140)
+        wide.print(results_table(results, k))
     return results
 
 

@@ -1,4 +1,11 @@
-"""Surprise SVD trained for ranking, and the numpy-only factor model that serves it."""
+"""Surprise SVD trained for ranking, and the numpy/scipy model that serves the blend.
+
+The served model holds Surprise's learner and course factors and biases, a sparse top-k
+course-neighbour matrix (EASE^R or item-kNN, see ``recommender.items``), course popularity and the
+blend weights chosen on a validation split (``recommender.blend``). Scores of one learner over
+every course are a few numpy expressions: the SVD estimate, the neighbour sum over the learner's
+own courses, and log-popularity, each z-scored per learner and mixed with the blend weights.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,19 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 from surprise import SVD, Trainset
 
+from recommender.items import row_scores
 from recommender.signals import SignalWeights
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 POSITIVE_THRESHOLD = 2.5
 Progress = Callable[[str, int, int], None]
 Rating = tuple[int, int, float]
@@ -25,17 +34,32 @@ Rating = tuple[int, int, float]
 
 @dataclass(frozen=True, slots=True)
 class ModelParams:
-    """Hyperparameters of the ranking SVD and of the popularity blend."""
+    """Hyperparameters of the ranking SVD, the item component and the blend.
+
+    ``w_svd``/``w_item``/``w_pop`` are the blend weights used when ``tune_blend`` is off or there
+    is too little data to tune them; with it on, ``fit`` chooses them on a validation split.
+    """
 
     n_factors: int = 32
     n_epochs: int = 40
     lr_all: float = 0.01
-    reg_all: float = 0.2
+    reg_all: float = 0.05
     random_state: int = 42
-    neg_ratio: float = 4.0
+    neg_ratio: float = 8.0
     neg_sampling: str = "popularity"
     neg_pop_power: float = 0.75
-    blend_k: float = 2.0
+    blend_k: float = 2.0  # popularity weight x (1 + k/(k+n)) for a learner with n courses
+    item_method: str = "auto"
+    item_k: int = 200
+    ease_lambda: float = 200.0
+    knn_shrink: float = 10.0
+    w_svd: float = 1.0
+    w_item: float = 1.0
+    w_pop: float = 0.1
+    recency: float = 0.25
+    tune_blend: bool = True
+    val_frac: float = 0.2
+    tune_min_learners: int = 20
 
 
 @dataclass(eq=False)
@@ -51,16 +75,33 @@ class FactorModel:
     item_ids: np.ndarray
     item_pop: np.ndarray
     blend_k: float = 2.0
+    nbr_indptr: np.ndarray | None = None
+    nbr_indices: np.ndarray | None = None
+    nbr_data: np.ndarray | None = None
+    weights: tuple[float, float, float] = (1.0, 1.0, 0.1)
+    recency: float = 0.0
     user_index: dict[int, int] = field(init=False, repr=False)
     item_index: dict[int, int] = field(init=False, repr=False)
+    neighbours: sparse.csr_matrix = field(init=False, repr=False)
     _item_order: np.ndarray = field(init=False, repr=False)
     _item_sorted: np.ndarray = field(init=False, repr=False)
+    _pop_z: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.user_index = {int(raw): inner for inner, raw in enumerate(self.user_ids)}
         self.item_index = {int(raw): inner for inner, raw in enumerate(self.item_ids)}
         self._item_order = np.argsort(self.item_ids, kind="stable")
         self._item_sorted = self.item_ids[self._item_order]
+        n = len(self.item_ids)
+        if self.nbr_indptr is None:
+            self.nbr_indptr = np.zeros(n + 1, dtype=np.int64)
+            self.nbr_indices = np.zeros(0, dtype=np.int32)
+            self.nbr_data = np.zeros(0)
+        self.neighbours = sparse.csr_matrix(
+            (self.nbr_data, self.nbr_indices, self.nbr_indptr), shape=(n, n)
+        )
+        self.weights = tuple(float(w) for w in self.weights)
+        self._pop_z = zscore(np.log1p(self.item_pop))
 
     def inner_items(self, raw_ids: np.ndarray) -> np.ndarray:
         """Map raw course ids to inner indices in one vectorised lookup; -1 where unknown."""
@@ -71,7 +112,7 @@ class FactorModel:
         return np.where(self._item_sorted[pos] == raw_ids, self._item_order[pos], -1)
 
     @classmethod
-    def from_algo(cls, algo: SVD, item_pop: np.ndarray, blend_k: float) -> FactorModel:
+    def from_algo(cls, algo: SVD, item_pop: np.ndarray, blend_k: float = 2.0) -> FactorModel:
         """Copy the factors out of a fitted ``surprise.SVD``; ``item_pop`` is by inner id."""
         ts = algo.trainset
         users = np.array([ts.to_raw_uid(u) for u in range(ts.n_users)], dtype=np.int64)
@@ -104,15 +145,54 @@ class FactorModel:
         top = np.log1p(self.item_pop.max(initial=0.0))
         return np.log1p(self.item_pop) / top if top > 0 else np.zeros_like(self.item_pop)
 
-    def blended(self, learner_id: int, history_n: int) -> np.ndarray | None:
-        """Blend normalised SVD scores with the popularity prior; weight k/(k+n) on popularity."""
+    def history(
+        self, course_ids: Sequence[int], confidence: Sequence[float], times: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A learner's known courses as (inner ids, weights) for the item component.
+
+        weight = confidence x exp(-rank / (recency x n)), rank 0 = the latest of the learner's n
+        courses: what someone bought last says most about what they buy next.
+        """
+        inner = self.inner_items(np.asarray(course_ids, dtype=np.int64))
+        conf = np.asarray(confidence, dtype=np.float64)
+        if len(inner) and self.recency > 0:
+            order = np.argsort(-np.asarray(times, dtype=np.float64), kind="stable")
+            rank = np.empty(len(inner))
+            rank[order] = np.arange(len(inner))
+            conf = conf * np.exp(-rank / (self.recency * len(inner)))
+        keep = (inner >= 0) & (conf > 0)
+        return inner[keep], conf[keep]
+
+    def item_scores(self, hist_inner: np.ndarray, hist_conf: np.ndarray) -> np.ndarray:
+        """Neighbour score of every course: ``sum_a conf_a * W[a]`` over the learner's courses."""
+        return row_scores(self.neighbours, np.asarray(hist_inner), np.asarray(hist_conf))
+
+    def components(
+        self, learner_id: int, hist_inner: np.ndarray, hist_conf: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Weighted, per-learner z-scored parts of the blend: ``svd``, ``item``, ``pop``.
+
+        A part is missing when it cannot speak: ``svd`` for a learner unknown to the factors,
+        ``item`` for a learner without known courses (or a model without neighbours).
+        """
+        w_svd, w_item, w_pop = self.weights
+        out: dict[str, np.ndarray] = {}
         raw = self.scores(learner_id)
-        if raw is None:
-            return None
-        span = raw.max() - raw.min()
-        norm = (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)
-        alpha = self.blend_k / (self.blend_k + max(history_n, 0)) if self.blend_k > 0 else 0.0
-        return (1.0 - alpha) * norm + alpha * self.popularity_prior()
+        if raw is not None and w_svd:
+            out["svd"] = w_svd * zscore(raw)
+        if len(hist_inner) and w_item and self.neighbours.nnz:
+            item = self.item_scores(hist_inner, hist_conf)
+            if item.any():
+                out["item"] = w_item * zscore(item)
+        if w_pop or not out:
+            boost = self.blend_k / (self.blend_k + len(hist_inner)) if self.blend_k > 0 else 0.0
+            out["pop"] = (w_pop * (1.0 + boost) if out else 1.0) * self._pop_z
+        return out
+
+    def blend(self, learner_id: int, hist_inner: np.ndarray, hist_conf: np.ndarray) -> np.ndarray:
+        """Blended score of every course (inner order) for one learner."""
+        parts = self.components(learner_id, hist_inner, hist_conf)
+        return sum(parts.values())
 
     def item_similarity(self, ids: Sequence[int], anchors: Sequence[int]) -> np.ndarray:
         """Cosine similarity of item factors, len(ids) x len(anchors); unknown items score 0."""
@@ -133,6 +213,12 @@ class FactorModel:
         save_atomic(self, Path(path))
 
 
+def zscore(values: np.ndarray) -> np.ndarray:
+    """``(v - mean) / std`` over one learner's courses (all zeros when constant)."""
+    std = values.std()
+    return (values - values.mean()) / std if std > 1e-12 else np.zeros_like(values)
+
+
 def prev_path(path: Path) -> Path:
     """Return where the previous model is kept."""
     return path.with_name(path.name + ".prev")
@@ -150,6 +236,11 @@ def _arrays(model: FactorModel) -> dict[str, np.ndarray]:
         "item_ids": model.item_ids,
         "item_pop": model.item_pop,
         "blend_k": np.array(model.blend_k),
+        "nbr_indptr": model.nbr_indptr,
+        "nbr_indices": model.nbr_indices,
+        "nbr_data": model.nbr_data,
+        "weights": np.array(model.weights),
+        "recency": np.array(model.recency),
     }
 
 
@@ -198,10 +289,20 @@ def _validate(data: dict[str, np.ndarray]) -> FactorModel:
             raise ValueError(f"{name} has non-finite values")
     if len(set(users.tolist())) != len(users) or len(set(items.tolist())) != len(items):
         raise ValueError("duplicate raw ids")
+    indptr, indices, nbr = data["nbr_indptr"], data["nbr_indices"], data["nbr_data"]
+    if len(indptr) != len(items) + 1 or len(indices) != len(nbr) or indptr[-1] != len(nbr):
+        raise ValueError("neighbour arrays have inconsistent lengths")
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(items)):
+        raise ValueError("neighbour index out of range")
+    if not np.all(np.isfinite(nbr)) or not np.all(np.isfinite(data["weights"])):
+        raise ValueError("neighbour or blend weights have non-finite values")
     return FactorModel(
         pu=pu, qi=qi, bu=bu, bi=bi, global_mean=float(data["global_mean"]),
         user_ids=users.astype(np.int64), item_ids=items.astype(np.int64),
         item_pop=pop.astype(np.float64), blend_k=float(data["blend_k"]),
+        nbr_indptr=indptr.astype(np.int64), nbr_indices=indices.astype(np.int32),
+        nbr_data=nbr.astype(np.float64), weights=tuple(data["weights"].tolist()),
+        recency=float(data["recency"]),
     )
 
 
@@ -331,7 +432,9 @@ class RankingSVD:
         pop = _popularity(ratings)
         raw_items = (trainset.to_raw_iid(i) for i in range(trainset.n_items))
         inner_pop = np.array([pop.get(item, 0.0) for item in raw_items])
-        self.factors = FactorModel.from_algo(self.algo, inner_pop, p.blend_k)
+        self.factors = replace(
+            FactorModel.from_algo(self.algo, inner_pop, p.blend_k), weights=(1.0, 0.0, 0.0)
+        )
         self.stats = {"pseudo_ratings": len(ratings), "negatives": len(negatives),
                       "learners": trainset.n_users, "courses": trainset.n_items}
         tick("done", 3, 3)

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from recommender.blend import Hybrid
 from recommender.entities import CourseInfo, Suggestion
 from recommender.fallback import FallbackParams, IndexCache, cold_start
-from recommender.model import POSITIVE_THRESHOLD, FactorModel, ModelParams, Progress, RankingSVD
+from recommender.model import POSITIVE_THRESHOLD, FactorModel, ModelParams, Progress
 from recommender.model import load as _load
-from recommender.signals import Interaction, SignalWeights, pseudo_ratings
+from recommender.signals import Interaction, Signal, SignalWeights, timed_pseudo_ratings
 
 __all__ = ["CourseInfo", "Recommender", "Suggestion", "load_or_none"]
 
 log = logging.getLogger(__name__)
-ANCHOR_KINDS = frozenset({"purchase", "attendance", "rating"})
+ANCHOR_KINDS = frozenset({Signal.PURCHASE, Signal.ATTENDANCE, Signal.RATING, Signal.REVIEW})
 
 
 def load_or_none(path: str | os.PathLike) -> FactorModel | None:
@@ -97,7 +98,7 @@ class Recommender:
     def update_popularity(self, interactions: Iterable[Interaction]) -> None:
         """Recount popularity from interactions without retraining (cheap, for cold start)."""
         counts: dict[int, float] = {}
-        for _, course, r in pseudo_ratings(interactions, self.weights):
+        for _, course, r, _ in timed_pseudo_ratings(interactions, self.weights):
             if r >= POSITIVE_THRESHOLD:
                 counts[course] = counts.get(course, 0.0) + 1.0
         with self._lock:
@@ -148,7 +149,7 @@ class Recommender:
             ({e.course_id for e in history if e.kind in ANCHOR_KINDS} | set(owned))
             & by_id.keys() - refunded
         )
-        out = self._from_model(learner_id, candidates, anchors, len(touched), n)
+        out = self._from_model(learner_id, candidates, anchors, history, owned, n)
         if len(out) >= n:
             return out
         chosen = {s.course_id for s in out}
@@ -162,30 +163,88 @@ class Recommender:
 
     def _from_model(
         self, learner_id: int, candidates: Sequence[CourseInfo], anchors: list[int],
-        history_n: int, n: int,
+        history: list[Interaction], owned: set[int], n: int,
     ) -> list[Suggestion]:
         model = self.model
-        scores = model.blended(learner_id, history_n) if model is not None else None
-        if scores is None:
+        if model is None:
             return []
+        inner, conf = self._history(model, learner_id, history, owned)
+        if not model.knows(learner_id) and not len(inner):
+            return []
+        parts = model.components(learner_id, inner, conf)
+        scores = sum(parts.values())
         cand_ids = np.fromiter((c.id for c in candidates), dtype=np.int64, count=len(candidates))
-        inner = model.inner_items(cand_ids)
-        known = inner >= 0
+        cand_inner = model.inner_items(cand_ids)
+        known = cand_inner >= 0
         if not known.any():
             return []
-        cand_ids, cand_scores = cand_ids[known], scores[inner[known]]
-        top = np.argsort(-cand_scores, kind="stable")[:n]
-        ids = cand_ids[top].tolist()
-        sims = model.item_similarity(ids, anchors)
+        cand_ids, cand_inner = cand_ids[known], cand_inner[known]
+        cand_scores = scores[cand_inner]
+        n_top = min(n, len(cand_scores))
+        top = np.argpartition(-cand_scores, n_top - 1)[:n_top]
+        top = top[np.argsort(-cand_scores[top], kind="stable")]
+        anchor_inner = model.inner_items(np.array(anchors, dtype=np.int64))
         out = []
-        for row, (course_id, j) in enumerate(zip(ids, top, strict=True)):
-            score = float(cand_scores[j])
-            best = int(sims[row].argmax()) if anchors else -1
-            if best >= 0 and sims[row, best] >= self.because_threshold:
-                out.append(Suggestion(course_id, "because_you_took", anchors[best], None, score))
-            else:
-                out.append(Suggestion(course_id, "similar_learners", None, None, score))
+        for j in top.tolist():
+            course_id, target = int(cand_ids[j]), int(cand_inner[j])
+            reason, because = self._reason(model, parts, target, anchors, anchor_inner, inner,
+                                           conf)
+            out.append(Suggestion(course_id, reason, because, None, float(cand_scores[j])))
         return out
+
+    def _history(self, model: FactorModel, learner_id: int, history, owned):
+        """The learner's courses as the item component sees them (owned without events count)."""
+        rows = timed_pseudo_ratings(
+            [e for e in history if e.learner_id == learner_id], self.weights
+        )
+        seen = {r[1] for r in rows}
+        oldest = min((r[3] for r in rows), default=0.0)
+        rows += [(learner_id, c, self.weights.purchase, oldest) for c in owned if c not in seen]
+        return model.history(
+            [r[1] for r in rows], [self.weights.confidence(r[2]) for r in rows],
+            [r[3] for r in rows],
+        )
+
+    def _reason(self, model, parts, target, anchors, anchor_inner, inner, conf):
+        """Name what drove the score: the part contributing most to this course decides.
+
+        Item part: the anchor course whose neighbour weight x history weight is largest;
+        SVD part: "learners like you" (similar_learners); popularity part: "popular".
+        """
+        ranked = sorted(parts, key=lambda name: -float(parts[name][target]))
+        for name in ranked:
+            if name == "item":
+                best = self._best_anchor(model, target, anchors, anchor_inner, inner, conf)
+                if best is not None:
+                    return "because_you_took", best
+            elif name == "svd":
+                best = self._svd_anchor(model, target, anchors)
+                if best is not None:
+                    return "because_you_took", best
+                return "similar_learners", None
+            elif name == "pop":
+                return "popular", None
+        return "similar_learners", None
+
+    @staticmethod
+    def _best_anchor(model, target, anchors, anchor_inner, inner, conf):
+        weight = dict(zip(inner.tolist(), conf.tolist(), strict=True))
+        best, best_value = None, 0.0
+        for anchor, a in zip(anchors, anchor_inner.tolist(), strict=True):
+            if a < 0 or a not in weight:
+                continue
+            value = weight[a] * float(model.neighbours[a, target])
+            if value > best_value:
+                best, best_value = anchor, value
+        return best
+
+    def _svd_anchor(self, model, target, anchors):
+        if not anchors:
+            return None
+        ids = [int(model.item_ids[target])]
+        sims = model.item_similarity(ids, anchors)
+        best = int(sims[0].argmax())
+        return anchors[best] if sims[0, best] >= self.because_threshold else None
 
     def train(
         self,
@@ -205,11 +264,11 @@ class Recommender:
             self._swap(fitted.factors)
         return {"ok": True, **fitted.stats, "seconds": round(time.perf_counter() - started, 3)}
 
-    def _fit(self, interactions, catalog, progress) -> RankingSVD:
-        ratings = pseudo_ratings(interactions, self.weights)
+    def _fit(self, interactions, catalog, progress) -> Hybrid:
+        ratings = timed_pseudo_ratings(interactions, self.weights)
         if not ratings:
             raise ValueError("no usable interactions to train on")
-        fitted = RankingSVD(self.params, self.weights).fit(
+        fitted = Hybrid(self.params, self.weights).fit(
             ratings, [c.id for c in catalog], progress
         )
         if self.model_path is not None:

@@ -21,11 +21,14 @@ def test_evaluate_json_shape_explicit_ml100k_format(tmp_path):
                                              "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(data) == {"model", "popularity", "random"}
-    assert set(data["model"]) == {"precision@5", "recall@5", "ndcg@5", "rmse", "mae"}
-    for name in ("popularity", "random"):
-        assert set(data[name]) == {"precision@5", "recall@5", "ndcg@5"}
+    assert set(data) == {"model", "popularity", "random", "svd", "item", "svd+pop", "item+pop",
+                         "item_knn", "ease"}
+    metrics = {"precision@5", "recall@5", "ndcg@5", "map@5", "coverage", "seconds"}
+    assert set(data["model"]) == metrics | {"rmse", "mae", "blend_weights"}
+    for name in set(data) - {"model"}:
+        assert set(data[name]) == metrics
     assert all(0 <= v <= 1 for m in data.values() for k, v in m.items() if "@" in k)
+    assert all(0 <= m["coverage"] <= 1 for m in data.values())
 
 
 def test_evaluate_implicit_csv_has_no_rmse(tmp_path):
@@ -34,7 +37,7 @@ def test_evaluate_implicit_csv_has_no_rmse(tmp_path):
     result = runner.invoke(recommender_app, ["evaluate", "--ratings", str(path), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(data["model"]) == {"precision@10", "recall@10", "ndcg@10"}
+    assert "rmse" not in data["model"] and "ndcg@10" in data["model"]
 
 
 def test_evaluate_prints_a_table(tmp_path):
@@ -43,7 +46,9 @@ def test_evaluate_prints_a_table(tmp_path):
                                                   tiny_rows()))
     result = runner.invoke(recommender_app, ["evaluate", "--ratings", str(path)])
     assert result.exit_code == 0, result.output
-    assert "precision@10" in result.stdout and "popularity" in result.stdout
+    assert "P@10" in result.stdout and "NDCG@10" in result.stdout and "MAP@10" in result.stdout
+    for method in ("model", "svd", "item", "popularity", "random", "item_knn", "ease"):
+        assert f"│ {method} " in result.stdout
 
 
 def test_train_from_file_saves_and_keeps_previous(tmp_path):

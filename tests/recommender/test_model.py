@@ -39,16 +39,7 @@ def test_vectorised_scores_equal_surprise_predictions(fitted):
 
 def test_unknown_learner_has_no_scores(fitted):
     assert fitted.factors.scores(10**9) is None
-    assert fitted.factors.blended(10**9, 0) is None
-
-
-def test_blend_shrinks_popularity_weight_with_history(fitted):
-    fm = fitted.factors
-    user = int(fm.user_ids[0])
-    prior = fm.popularity_prior()
-    newcomer = fm.blended(user, 0)
-    veteran = fm.blended(user, 1000)
-    assert np.corrcoef(newcomer, prior)[0, 1] > np.corrcoef(veteran, prior)[0, 1]
+    assert "svd" not in fitted.factors.components(10**9, np.zeros(0, dtype=int), np.zeros(0))
 
 
 def test_negatives_avoid_touched_items_and_follow_ratio():
