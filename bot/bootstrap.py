@@ -47,9 +47,16 @@ class App:
     scheduler: Any = None  # scheduler.service.SchedulerService when this process runs it
     sender: Any = None  # scheduler.sender.Sender when this process runs it
     sender_state: Any = None  # rate limiters of scheduler.sender
+    web: Any = None  # bot.channels.web.WebServer when this process serves HTTP
+    started: list = field(default_factory=list)  # channels started by bot.runner
 
     async def close(self) -> None:
-        """Release the database connections."""
+        """Stop started channels and the web server, release the database connections."""
+        for channel in reversed(self.started):
+            await channel.stop()
+        self.started.clear()
+        if self.web is not None:
+            await self.web.stop()
         await self.engine.dispose()
 
 

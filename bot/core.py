@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -67,15 +68,25 @@ class Reply:
 
 
 def reply_to_body(reply: Reply) -> dict:
-    """A text/buttons reply as JSON-able data for the outbox."""
-    rows = [[{"label": b.label, "payload": b.payload} for b in row] for row in reply.buttons]
-    return {"text": reply.text, "buttons": rows}
+    """A reply as JSON-able data for the outbox: text, buttons, image and invoice."""
+    body: dict = {"text": reply.text}
+    if reply.buttons:
+        body["buttons"] = [
+            [{"label": b.label, "payload": b.payload} for b in row] for row in reply.buttons
+        ]
+    if reply.image is not None:
+        body["image"] = base64.b64encode(reply.image).decode("ascii")
+    if reply.invoice is not None:
+        body["invoice"] = asdict(reply.invoice)
+    return body
 
 
 def reply_from_body(body: dict) -> Reply:
     """The reply stored in an outbox row."""
     rows = [[Button(b["label"], b["payload"]) for b in row] for row in body.get("buttons", [])]
-    return Reply(body.get("text", ""), rows)
+    image = base64.b64decode(body["image"]) if body.get("image") else None
+    invoice = Invoice(**body["invoice"]) if body.get("invoice") else None
+    return Reply(body.get("text", ""), rows, image=image, invoice=invoice)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from bot.core import ChannelError, Incoming, Reply, Router, esc, reply_to_body
+from bot.core import ChannelError, Incoming, Reply, Router, esc
 from bot.i18n import translator_for
 from handlers.catalog import course_title
+from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -40,14 +41,17 @@ async def refund(msg: Incoming, uow, t, clock, channels, settings) -> Reply:
     learner = await uow.learners.get(payment.learner_id)
     theirs = translator_for(learner.locale or settings.default_locale, settings, learner.timezone)
     notice = theirs("refund.notice", title=esc(course_title(course, theirs)) if course else "?")
-    await uow.outbox.enqueue(
-        payment.channel,
-        payment.user_ref,
-        "notice",
-        reply_to_body(Reply(notice)),
-        learner_id=payment.learner_id,
-        dedupe_key=f"refund-notice:{payment.id}",
-        not_before=clock.now(),
+    await enqueue(
+        uow,
+        Outgoing(
+            payment.channel,
+            payment.user_ref,
+            Reply(notice),
+            "notice",
+            learner_id=payment.learner_id,
+            dedupe_key=f"refund-notice:{payment.id}",
+        ),
+        clock.now(),
     )
     log.info("refunded payment #%s", payment.id)
     return Reply(

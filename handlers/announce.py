@@ -6,9 +6,10 @@ import logging
 import re
 from datetime import UTC, datetime
 
-from bot.core import Incoming, Reply, Router, esc, reply_to_body
+from bot.core import Incoming, Reply, Router, esc
 from bot.i18n import translator_for
 from handlers.live import parse_local, wake_scheduler
+from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -37,7 +38,7 @@ def parse_announce(args: str, zone) -> tuple[str, str, datetime | None] | None:
 async def fan_out(uow, broadcast, settings, now: datetime) -> tuple[int, int, int]:
     """Write one outbox row per learner of an announcement: (queued, opted out, unreachable)."""
     recipients = await uow.audience.of_target(broadcast.course_id)
-    bodies: dict[str, dict] = {}
+    bodies: dict[str, Reply] = {}
     rows, opted_out, unreachable = [], 0, 0
     for r in recipients.values():
         if r.opted_out:
@@ -46,25 +47,21 @@ async def fan_out(uow, broadcast, settings, now: datetime) -> tuple[int, int, in
         locale = r.locale or settings.default_locale
         if locale not in bodies:
             t = translator_for(locale, settings)
-            bodies[locale] = reply_to_body(Reply(t("announce.body", text=esc(broadcast.text))))
+            bodies[locale] = Reply(t("announce.body", text=esc(broadcast.text)))
         unreachable += not r.reachable
         rows.append(
-            dict(
-                channel=r.channel,
-                user_ref=r.user_ref,
+            Outgoing(
+                r.channel,
+                r.user_ref,
+                bodies[locale],
+                "announce",
                 learner_id=r.learner_id,
-                kind="announce",
-                body=bodies[locale],
                 dedupe_key=f"bc:{broadcast.id}:{r.learner_id}",
                 broadcast_id=broadcast.id,
-                status="pending" if r.reachable else "unreachable",
-                last_error=None if r.reachable else "unreachable before sending",
-                attempts=0,
-                not_before=now,
-                created_at=now,
+                undeliverable=None if r.reachable else "unreachable before sending",
             )
         )
-    await uow.broadcasts.enqueue_many(rows)
+    await enqueue(uow, rows, now)
     broadcast.opted_out = opted_out
     broadcast.status = "sending"
     return len(rows) - unreachable, opted_out, unreachable
@@ -101,22 +98,15 @@ async def report_finished(uow, settings, now: datetime) -> int:
             failed=counts.get("failed", 0),
             opted_out=broadcast.opted_out,
         )
-        await uow.broadcasts.enqueue_many(
-            [
-                dict(
-                    channel=author.channel,
-                    user_ref=author.user_ref,
-                    learner_id=author.learner_id,
-                    kind="report",
-                    body=reply_to_body(Reply(text)),
-                    dedupe_key=f"bc-report:{broadcast.id}",
-                    status="pending",
-                    attempts=0,
-                    not_before=now,
-                    created_at=now,
-                )
-            ]
+        report = Outgoing(
+            author.channel,
+            author.user_ref,
+            Reply(text),
+            "report",
+            learner_id=author.learner_id,
+            dedupe_key=f"bc-report:{broadcast.id}",
         )
+        await enqueue(uow, report, now)
         log.info("announcement #%s done: %s", broadcast.id, counts)
     return len(done)
 

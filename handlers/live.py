@@ -6,12 +6,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.core import Incoming, Reply, Router, esc, reply_to_body
+from bot.core import Incoming, Reply, Router, esc
 from bot.i18n import translator_for
 from handlers.catalog import card_section, course_title
 from handlers.feedback import rating_prompt
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
+from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -136,7 +137,7 @@ async def enqueue_notices(uow, session, course, kind, targets, settings, now, ke
     Learners without a reachable identity are skipped; returns the learners written to.
     """
     recipients = await uow.audience.of_learners(list(targets))
-    cache: dict[tuple, dict] = {}
+    cache: dict[tuple, Reply] = {}
     rows = []
     for learner_id, suffix in targets.items():
         r = recipients.get(learner_id)
@@ -145,23 +146,19 @@ async def enqueue_notices(uow, session, course, kind, targets, settings, now, ke
         style = (r.locale or settings.default_locale, r.timezone)
         if style not in cache:
             t = translator_for(style[0], settings, style[1])
-            cache[style] = reply_to_body(notice_reply(kind, session, course, t))
+            cache[style] = notice_reply(kind, session, course, t)
         rows.append(
-            dict(
-                channel=r.channel,
-                user_ref=r.user_ref,
+            Outgoing(
+                r.channel,
+                r.user_ref,
+                cache[style],
+                f"live-{kind}",
                 learner_id=learner_id,
-                kind=f"live-{kind}"[:24],
-                body=cache[style],
                 dedupe_key=f"{key}:{suffix}",
-                status="pending",
-                attempts=0,
-                not_before=now,
-                created_at=now,
             )
         )
-    await uow.broadcasts.enqueue_many(rows)
-    return {row["learner_id"] for row in rows}
+    await enqueue(uow, rows, now)
+    return {row.learner_id for row in rows}
 
 
 async def tell_enrolled(uow, session, kind, settings, now, when=None) -> int:
@@ -176,22 +173,17 @@ async def tell_enrolled(uow, session, kind, settings, now, when=None) -> int:
         if r is None or not r.reachable:
             continue
         t = translator_for(r.locale or settings.default_locale, settings, r.timezone)
-        body = reply_to_body(Reply(notice_text(kind, session, course, t, when)))
         rows.append(
-            dict(
-                channel=r.channel,
-                user_ref=r.user_ref,
+            Outgoing(
+                r.channel,
+                r.user_ref,
+                Reply(notice_text(kind, session, course, t, when)),
+                f"live-{kind}",
                 learner_id=learner_id,
-                kind=f"live-{kind}",
-                body=body,
                 dedupe_key=f"{kind}:{session.id}:{stamp}:{learner_id}",
-                status="pending",
-                attempts=0,
-                not_before=now,
-                created_at=now,
             )
         )
-    await uow.broadcasts.enqueue_many(rows)
+    await enqueue(uow, rows, now)
     return len(learners)
 
 

@@ -15,11 +15,11 @@ from bot.core import (
     call_with_deps,
     esc,
     expect_text,
-    reply_to_body,
 )
 from bot.i18n import translator_for
 from bot.textindex import SimilarityIndex
 from handlers.catalog import card_buttons, course_title
+from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
 router = Router()
@@ -93,14 +93,17 @@ async def forward_question(question, course, asker, uow, settings, clock) -> int
             text=esc(question.text),
         )
         button = Button(theirs("question.answer_button", id=question.id), f"qans:{question.id}")
-        queued += await uow.outbox.enqueue(
-            channel,
-            user_ref,
-            "question",
-            reply_to_body(Reply(text, [[button]])),
-            learner_id=learner.id if learner is not None else None,
-            dedupe_key=f"question:{question.id}:{channel}:{user_ref}",
-            not_before=clock.now(),
+        queued += await enqueue(
+            uow,
+            Outgoing(
+                channel,
+                user_ref,
+                Reply(text, [[button]]),
+                "question",
+                learner_id=learner.id if learner is not None else None,
+                dedupe_key=f"question:{question.id}:{channel}:{user_ref}",
+            ),
+            clock.now(),
         )
     return queued
 
@@ -278,13 +281,16 @@ async def record_answer(
     )
     for identity in await uow.learners.identities_of(question.learner_id):
         if identity.unreachable_at is None:
-            await uow.outbox.enqueue(
-                identity.channel,
-                identity.user_ref,
-                "answer",
-                reply_to_body(Reply(notice)),
-                learner_id=question.learner_id,
-                not_before=now,
+            await enqueue(
+                uow,
+                Outgoing(
+                    identity.channel,
+                    identity.user_ref,
+                    Reply(notice),
+                    "answer",
+                    learner_id=question.learner_id,
+                ),
+                now,
             )
     return Reply(t("answer.done", id=question.id))
 

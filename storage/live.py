@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.models import (
     Broadcast,
@@ -20,29 +19,9 @@ from storage.models import (
     OutboxMessage,
     Reminder,
 )
-from storage.repos import Repo
+from storage.repos import Repo, chunks, insert_ignore_many
 
-CHUNK = 400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-async def insert_ignore_many(session, model: type, rows: list[dict]) -> int:
-    """Insert many rows, skipping those a unique key already holds; returns rows inserted."""
-    if not rows:
-        return 0
-    module = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    inserted = 0
-    for chunk in _chunks(rows, max(1, 3000 // len(rows[0]))):
-        result = await session.execute(
-            module.insert(model).values(list(chunk)).on_conflict_do_nothing()
-        )
-        inserted += max(result.rowcount or 0, 0)
-    return inserted
 
 
 @dataclass(frozen=True)
@@ -215,7 +194,7 @@ class ReminderRepo(Repo):
 
     async def set_status(self, ids: Sequence[int], status: str) -> None:
         """Change the status of some notices (e.g. 'unreachable')."""
-        for chunk in _chunks(list(ids)):
+        for chunk in chunks(list(ids)):
             await self.session.execute(
                 update(Reminder).where(Reminder.id.in_(list(chunk))).values(status=status)
             )
@@ -259,7 +238,7 @@ class AudienceRepo(Repo):
     async def of_learners(self, learner_ids: Sequence[int]) -> dict[int, Recipient]:
         """Recipients of some learners."""
         found: dict[int, Recipient] = {}
-        for chunk in _chunks(list(learner_ids)):
+        for chunk in chunks(list(learner_ids)):
             stmt = (
                 select(*_RECIPIENT_COLUMNS)
                 .join(Identity, Identity.learner_id == Learner.id)
@@ -302,10 +281,6 @@ class BroadcastRepo(Repo):
             .values(status="sending")
         )
         return result.rowcount == 1
-
-    async def enqueue_many(self, rows: list[dict]) -> int:
-        """Write many outbox rows at once (duplicate dedupe keys are skipped)."""
-        return await insert_ignore_many(self.session, OutboxMessage, rows)
 
     async def scheduled(self) -> list[tuple[int, datetime]]:
         """(id, send time) of announcements waiting for their time."""
@@ -448,7 +423,7 @@ class OutboxClaims(Repo):
 
     async def settle_sent(self, row_ids: Sequence[int], now: datetime) -> None:
         """Mark several claimed rows sent."""
-        for chunk in _chunks(list(row_ids)):
+        for chunk in chunks(list(row_ids)):
             await self.session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id.in_(list(chunk)))

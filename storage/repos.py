@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,29 @@ async def insert_ignore(session: AsyncSession, model: type, **values: Any) -> bo
     module = postgresql if dialect == "postgresql" else sqlite
     result = await session.execute(module.insert(model).values(**values).on_conflict_do_nothing())
     return result.rowcount == 1
+
+
+CHUNK = 400
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    """Consecutive slices of at most `size` items (bounded IN lists and multi-row inserts)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def insert_ignore_many(session, model: type, rows: list[dict]) -> int:
+    """Insert many rows, skipping those a unique key already holds; returns rows inserted."""
+    if not rows:
+        return 0
+    module = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    inserted = 0
+    for chunk in chunks(rows, max(1, 3000 // len(rows[0]))):
+        result = await session.execute(
+            module.insert(model).values(list(chunk)).on_conflict_do_nothing()
+        )
+        inserted += max(result.rowcount or 0, 0)
+    return inserted
 
 
 def _locale_from_hint(hint: str | None, default: str) -> str:
@@ -314,37 +337,10 @@ class InboxRepo(Repo):
 class OutboxRepo(Repo):
     """Proactive messages waiting for the sender."""
 
-    async def enqueue(
-        self,
-        channel: str,
-        user_ref: str,
-        kind: str,
-        body: dict,
-        *,
-        learner_id: int | None = None,
-        dedupe_key: str | None = None,
-        not_before: datetime | None = None,
-        broadcast_id: int | None = None,
-    ) -> bool:
-        """Store one message for later delivery; False when its dedupe key exists."""
-        values = dict(
-            channel=channel,
-            user_ref=user_ref,
-            kind=kind,
-            body=body,
-            learner_id=learner_id,
-            dedupe_key=dedupe_key,
-            not_before=not_before or utcnow(),
-            broadcast_id=broadcast_id,
-            status="pending",
-            attempts=0,
-            created_at=utcnow(),
-        )
-        if dedupe_key is None:
-            self.session.add(OutboxMessage(**values))
-            await self.session.flush()
-            return True
-        return await insert_ignore(self.session, OutboxMessage, **values)
+    async def add_many(self, rows: list[dict]) -> int:
+        """Write outbox rows (only `services.outbox.enqueue` calls this); duplicate dedupe
+        keys are skipped. Returns the rows inserted."""
+        return await insert_ignore_many(self.session, OutboxMessage, rows)
 
 
 class InteractionRepo(Repo):

@@ -121,6 +121,7 @@ async def tg():
 async def start_telegram_app(db_url: str, clock, tg, **overrides):
     """The app with the real aiogram channel polling (or webhook) against the fake server."""
     from bot.channels.telegram_aiogram import AiogramChannel
+    from bot.runner import start_channels
 
     settings = make_settings(
         db_url, telegram_bot_token=tg.token, telegram_api_url=tg.base_url, **overrides
@@ -129,8 +130,7 @@ async def start_telegram_app(db_url: str, clock, tg, **overrides):
     async with app.uow() as uow:
         await seed_demo(uow)
     channel = AiogramChannel(app)
-    app.channels.add(channel)
-    await channel.start()
+    await start_channels(app, [channel])
     return app, channel
 
 

@@ -9,14 +9,13 @@ import uuid
 from collections.abc import Callable
 from typing import TextIO
 
-from bot.channels.text import plain
+from bot.channels.base import TextChannel
 from bot.core import (
     Button,
     Incoming,
     PaymentInfo,
     PreCheckoutAnswer,
     Reply,
-    numbered_text,
 )
 
 CONSOLE_USER = "me"
@@ -25,12 +24,14 @@ TEST_MODE = "【测试模式 TEST MODE】模拟支付，不会扣任何钱 / sim
 PAY_LABEL = "模拟支付 / Simulate paying {amount} ⭐"
 
 
-class ConsoleChannel:
+class ConsoleChannel(TextChannel):
     """Chat with the storefront in a terminal; the console user is an admin."""
 
     name = "console"
+    payment_provider = "console-test"
 
     def __init__(self, dispatch: Callable, out: TextIO = sys.stdout, locale: str = "zh"):
+        super().__init__()
         self.dispatch = dispatch
         self.out = out
         self.locale = locale
@@ -40,7 +41,7 @@ class ConsoleChannel:
 
     async def send(self, user_ref: str, reply: Reply) -> None:
         """Print a reply; buttons become numbered options."""
-        text, options = numbered_text(reply, plain)
+        text, options = self.render(reply)
         if reply.invoice is not None:
             invoice = reply.invoice
             pay = Button(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -33,6 +34,7 @@ from aiogram.types import (
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
+from bot.channels.base import Channel
 from bot.core import (
     ChannelError,
     Incoming,
@@ -43,7 +45,7 @@ from bot.core import (
     Reply,
     Unreachable,
 )
-from bot.i18n import LOCALES, Translator, has_message
+from bot.i18n import LOCALES, STARS, Translator, has_message
 
 log = logging.getLogger(__name__)
 NAME = "telegram"
@@ -154,10 +156,12 @@ def bot_commands(locale: str, commands: Iterable[tuple[str, bool]]) -> list[BotC
     ]
 
 
-class AiogramChannel:
+class AiogramChannel(Channel):
     """The Telegram channel on aiogram; sends replies and refunds Stars payments."""
 
     name = NAME
+    currency = STARS
+    payment_provider = "telegram_stars"
 
     def __init__(self, app) -> None:
         self.app = app
@@ -171,7 +175,6 @@ class AiogramChannel:
         self.dp = Dispatcher()
         self.dp.include_router(self._router())
         self._polling: asyncio.Task | None = None
-        self._runner: web.AppRunner | None = None
 
     def _router(self) -> Router:
         router = Router(name="coursebot")
@@ -274,12 +277,30 @@ class AiogramChannel:
         default = self.app.settings.default_locale
         await self.bot.set_my_commands(bot_commands(default, commands))
 
+    def _webhook_secret(self) -> str | None:
+        secret = self.app.settings.telegram_webhook_secret
+        return secret.get_secret_value() if secret else None
+
+    def add_routes(self, web_app: web.Application) -> None:
+        """In webhook mode, serve `/telegram` on the one web application."""
+        if not self.app.settings.telegram_webhook_url:
+            return
+        # handle_in_background=False: Telegram gets its 200 only after the update committed.
+        SimpleRequestHandler(
+            self.dp, self.bot, secret_token=self._webhook_secret(), handle_in_background=False
+        ).register(web_app, path="/telegram")
+
     async def start(self) -> None:
-        """Publish commands, then poll, or serve the webhook when TELEGRAM_WEBHOOK_URL is set."""
+        """Publish commands, then poll, or register the webhook when TELEGRAM_WEBHOOK_URL is set
+        (its route is on the web server: `add_routes`)."""
         await self.set_commands()
         settings = self.app.settings
         if settings.telegram_webhook_url:
-            await self._start_webhook()
+            await self.bot.set_webhook(
+                settings.telegram_webhook_url,
+                secret_token=self._webhook_secret(),
+                allowed_updates=ALLOWED_UPDATES,
+            )
         else:
             await self.bot.delete_webhook(drop_pending_updates=False)
             # handle_as_tasks=False: an update is confirmed to Telegram only after its
@@ -294,29 +315,11 @@ class AiogramChannel:
                 )
             )
 
-    async def _start_webhook(self) -> None:
-        settings = self.app.settings
-        secret = settings.telegram_webhook_secret
-        secret_value = secret.get_secret_value() if secret else None
-        web_app = web.Application()
-        # handle_in_background=False: Telegram gets its 200 only after the update committed.
-        SimpleRequestHandler(
-            self.dp, self.bot, secret_token=secret_value, handle_in_background=False
-        ).register(web_app, path="/telegram")
-        self._runner = web.AppRunner(web_app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, settings.web_host, settings.web_port).start()
-        await self.bot.set_webhook(
-            settings.telegram_webhook_url,
-            secret_token=secret_value,
-            allowed_updates=ALLOWED_UPDATES,
-        )
-
     async def stop(self) -> None:
-        """Stop polling or the webhook server and close the HTTP session."""
-        if self._polling is not None:
-            await self.dp.stop_polling()
-            await asyncio.gather(self._polling, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        """Stop polling and close the HTTP session (the web server stops on its own)."""
+        polling, self._polling = self._polling, None
+        if polling is not None:
+            with contextlib.suppress(RuntimeError):  # polling had already ended
+                await self.dp.stop_polling()
+            await asyncio.gather(polling, return_exceptions=True)
         await self.bot.session.close()

@@ -252,7 +252,7 @@ async def test_replay_card_mycourses_and_timezone(live_app, tg, clock):
     listing = await latecomer.wait_for_message(has("(replay)"))
     assert "https://replay.example/s1" not in listing["text"], "only owners see the link"
     await buy(latecomer)
-    await latecomer.wait_for_message(has("1 replay(s) are ready"))
+    await latecomer.wait_for_message(has("1 replay is ready"))
     await latecomer.send("/sessions 1")
     listing = await latecomer.wait_for_message(has("(replay)"))
     assert "https://replay.example/s1" in listing["text"]

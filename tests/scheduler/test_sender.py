@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from bot.core import Reply, reply_to_body
+from bot.core import Reply
 from scheduler.sender import (
     CATCH_UP_SECONDS,
     RateLimiter,
@@ -17,6 +17,8 @@ from scheduler.sender import (
     drain_once,
     drain_round,
 )
+from services import outbox
+from services.outbox import Outgoing
 from storage.models import Identity, OutboxMessage
 from tests.conftest import ADMIN_TG, PG_URL, REQUIRE_PG, make_settings, reset_postgres
 from tests.scheduler.support import FakeTime, add_learners, count_rows, has, start_telegram_app
@@ -28,21 +30,19 @@ async def enqueue(app, user_refs, text="hi", channel="telegram") -> None:
     """Outbox rows, one per user, due now."""
     now = app.clock.now()
     async with app.uow() as uow:
-        await uow.broadcasts.enqueue_many(
+        await outbox.enqueue(
+            uow,
             [
-                dict(
-                    channel=channel,
-                    user_ref=str(ref),
-                    kind="test",
-                    body=reply_to_body(Reply(f"{text} {ref}")),
+                Outgoing(
+                    channel,
+                    str(ref),
+                    Reply(f"{text} {ref}"),
+                    "test",
                     dedupe_key=f"test:{text}:{ref}:{n}",
-                    status="pending",
-                    attempts=0,
-                    not_before=now,
-                    created_at=now,
                 )
                 for n, ref in enumerate(user_refs)
-            ]
+            ],
+            now,
         )
         await uow.commit()
 

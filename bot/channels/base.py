@@ -1,0 +1,67 @@
+"""The one contract every channel adapter fulfils, and the plain-text base for channels that
+cannot draw buttons or show pictures inline."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+from aiohttp import web
+
+from bot.channels.text import plain
+from bot.core import Button, ChannelError, Reply, numbered_text
+from bot.i18n import STARS
+
+
+class Channel(ABC):
+    """A chat channel: receives updates (its own way), sends replies, refunds payments.
+
+    `currency` and `payment_provider` say how the channel takes money (Telegram: Stars,
+    WeChat: CNY through WeChat Pay); handlers price an order in the currency of the channel.
+    """
+
+    name: ClassVar[str]
+    currency: ClassVar[str] = STARS
+    payment_provider: ClassVar[str] = ""
+
+    def add_routes(self, web_app: web.Application) -> None:  # noqa: B027 - optional hook
+        """Add this channel's HTTP routes (webhooks) to the one web application."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start receiving updates (polling, webhook registration, menus)."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Stop receiving updates and release connections."""
+
+    @abstractmethod
+    async def send(self, user_ref: str, reply: Reply) -> None:
+        """Deliver one reply to one user; raise a ChannelError subclass on failure."""
+
+    async def refund(self, user_ref: str, charge_id: str) -> None:
+        """Give a payment back; raise ChannelError on failure."""
+        raise ChannelError(f"the {self.name} channel takes no payments to refund")
+
+
+class TextChannel(Channel):
+    """A channel that shows plain text: buttons become numbered options, images become files."""
+
+    def __init__(self, image_dir: Path | None = None) -> None:
+        self.image_dir = image_dir
+
+    def render(self, reply: Reply) -> tuple[str, list[Button]]:
+        """The reply as plain text with numbered options, and the options in order."""
+        text, options = numbered_text(reply, plain)
+        if reply.image is not None:
+            text = "\n".join(filter(None, [text, f"🖼 {self.save_image(reply.image)}"]))
+        return text, options
+
+    def save_image(self, image: bytes) -> Path:
+        """Write an image to a file the user can open; returns its path."""
+        folder = self.image_dir or Path(tempfile.gettempdir()) / "coursebot-images"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex[:12]}.png"
+        path.write_bytes(image)
+        return path
