@@ -18,8 +18,8 @@ from storage.uow import UnitOfWorkFactory
 
 async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Clock):
     """The recommender with the saved model, or popularity from stored interactions."""
-    from handlers.recommend import training_data
     from recommender.service import Recommender
+    from services.recommendations import training_data
 
     recommender = Recommender(
         settings.recommender_model_path,
@@ -49,6 +49,12 @@ class App:
     sender_state: Any = None  # rate limiters of scheduler.sender
     web: Any = None  # bot.channels.web.WebServer when this process serves HTTP
     started: list = field(default_factory=list)  # channels started by bot.runner
+
+    def wake(self) -> None:
+        """Ask this process's scheduler and sender (when they run here) to look again soon."""
+        for service in (self.scheduler, self.sender):
+            if service is not None:
+                service.wake()
 
     async def close(self) -> None:
         """Stop started channels and the web server, release the database connections."""
@@ -81,4 +87,5 @@ async def build_app(
     dispatcher = Dispatcher(build_router(), uow, deps)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps)
     deps["app"] = app
+    deps["wake"] = app.wake
     return app

@@ -112,7 +112,7 @@ def _mount_recommender() -> None:
     def load_from_database():
         async def read():
             from bot.bootstrap import build_app
-            from handlers.recommend import training_data
+            from services.recommendations import training_data
 
             app_ = await build_app(_settings())
             try:

@@ -128,7 +128,7 @@ async def retrain_if_due() -> dict | None:
 
 async def _retrain(app, min_new: int) -> dict | None:
     """Train in a worker thread on every interaction; None when not due or no recommender."""
-    from handlers.recommend import training_data
+    from services.recommendations import training_data
 
     recommender = app.deps.get("recommender")
     if recommender is None:
