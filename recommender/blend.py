@@ -23,9 +23,11 @@ from recommender.signals import SignalWeights
 
 TimedRating = tuple[int, int, float, float | None]
 TUNE_K = 10
+TUNE_MAX_LEARNERS = 1000  # a seeded sample of validation learners bounds tuning time and memory
 W_ITEM_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 W_POP_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 W_SVD_GRID = (0.0, 1.0)
+RECENCY_GRID = (0.25, 0.5, 0.0)
 
 
 def split_latest(
@@ -108,7 +110,8 @@ class Hybrid:
                 tick("validation: SVD", 0, steps)
                 model = self._components(fit_rows, items)
                 tick("validation: blend", 2, steps)
-                blend = self._tune(model, fit_rows, held)
+                blend, recency = self._tune(model, fit_rows, held)
+                p = self.params = replace(p, recency=recency)
         done = steps - 3
         tick("SVD", done, steps)
         model = self._components(rows, items)
@@ -117,7 +120,7 @@ class Hybrid:
         self.stats = {
             **self.svd.stats,
             "neighbours": int(model.neighbours.nnz),
-            "blend": "svd={:.2f} item={:.2f} pop={:.2f}".format(*blend),
+            "blend": "svd={:.2f} item={:.2f} pop={:.2f} recency={}".format(*blend, p.recency),
             "fit_seconds": round(time.perf_counter() - started, 3),
         }
         tick("done", steps, steps)
@@ -164,6 +167,9 @@ class Hybrid:
     def _tune(self, fm: FactorModel, fit_rows, held: dict[int, set[int]]):
         """Grid-search the blend weights on NDCG@10 of the held-out courses."""
         users = [u for u in sorted(held) if u in fm.user_index]
+        if len(users) > TUNE_MAX_LEARNERS:
+            rng = np.random.default_rng(self.params.random_state)
+            users = sorted(rng.choice(users, TUNE_MAX_LEARNERS, replace=False).tolist())
         uin = np.array([fm.user_index[u] for u in users], dtype=np.int64)
         relevant = []
         for u in users:
@@ -171,15 +177,25 @@ class Hybrid:
             relevant.append(set(inner[inner >= 0].tolist()))
         keep = [j for j, rel in enumerate(relevant) if rel]
         uin, relevant = uin[keep], [relevant[j] for j in keep]
+        p = self.params
         if not len(uin):
-            return (self.params.w_svd, self.params.w_item, self.params.w_pop)
-        hist = self.history_matrix(fm, fit_rows, [users[j] for j in keep])
-        seen = hist > 0
+            return (p.w_svd, p.w_item, p.w_pop), p.recency
         svd = fm.global_mean + fm.bu[uin][:, None] + fm.bi[None, :] + fm.pu[uin] @ fm.qi.T
-        item = np.asarray(fm.neighbours.T @ hist.T).T
-        z_svd, z_item = _row_z(svd), _row_z(item)
+        z_svd = _row_z(svd)
+        best, best_w = -1.0, None
+        for recency in RECENCY_GRID:
+            hist = self.history_matrix(replace(fm, recency=recency), fit_rows,
+                                       [users[j] for j in keep])
+            found, score = self._grid(fm, z_svd, hist, relevant, recency)
+            if score > best + 1e-9:
+                best, best_w = score, (found, recency)
+        return best_w
+
+    def _grid(self, fm, z_svd, hist, relevant, recency):
+        seen = hist > 0
+        z_item = _row_z(np.asarray(fm.neighbours.T @ hist.T).T)
         n_hist = seen.sum(axis=1)
-        boost = fm.blend_k / (fm.blend_k + n_hist) if fm.blend_k > 0 else np.zeros(len(uin))
+        boost = fm.blend_k / (fm.blend_k + n_hist) if fm.blend_k > 0 else np.zeros(len(hist))
         z_pop = (1.0 + boost)[:, None] * zscore(np.log1p(fm.item_pop))[None, :]
         best, best_w = -1.0, None
         for w_svd in W_SVD_GRID:
@@ -189,10 +205,10 @@ class Hybrid:
                         continue
                     total = w_svd * z_svd + w_item * z_item + w_pop * z_pop
                     score = ndcg_at(top_rows(total, seen, TUNE_K), relevant, TUNE_K)
-                    self.tuning[f"{w_svd}/{w_item}/{w_pop}"] = score
+                    self.tuning[f"{w_svd}/{w_item}/{w_pop}/r{recency}"] = score
                     if score > best + 1e-9:
                         best, best_w = score, (w_svd, w_item, w_pop)
-        return best_w
+        return best_w, best
 
 
 def _row_z(a: np.ndarray) -> np.ndarray:
