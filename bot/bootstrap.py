@@ -76,16 +76,18 @@ async def build_app(
     uow = UnitOfWorkFactory(make_session_factory(engine))
     channels = Channels()
     clock = clock or SystemClock()
+    app: App | None = None
     deps: dict[str, Any] = {
         "settings": settings,
         "clock": clock,
         "channels": channels,
         "recommender": await load_recommender(settings, uow, clock),
+        "wake": lambda: app.wake(),
+        "app": None,  # TODO(issue 10): removed once no handler asks for the whole app
         **extra_deps,
     }
     warm_up()
     dispatcher = Dispatcher(build_router(), uow, deps)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps)
     deps["app"] = app
-    deps["wake"] = app.wake
     return app

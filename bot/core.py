@@ -307,10 +307,36 @@ async def call_with_deps(handler: Handler, deps: dict[str, Any]) -> Any:
     return await handler(**{name: deps[name] for name in params})
 
 
+#: What the dispatcher gives every handler besides the process-wide dependencies.
+PER_MESSAGE = ("msg", "uow", "learner", "t", "step")
+
+
+class DependencyError(TypeError):
+    """A handler names a dependency nobody provides (a programming error found at start-up)."""
+
+
+def check_dependencies(router: Router, available: Iterable[str]) -> None:
+    """Fail now, not when a user first reaches it, if a handler asks for an unknown name."""
+    known = set(available) | set(PER_MESSAGE)
+    problems = []
+    for table in ("commands", "buttons", "kinds", "steps"):
+        for key, route in getattr(router, table).items():
+            unknown = sorted(set(inspect.signature(route.handler).parameters) - known)
+            if unknown:
+                problems.append(f"{route.handler.__qualname__} ({table[:-1]} {key!r}): {unknown}")
+    if problems:
+        raise DependencyError(
+            "handlers ask for unknown dependencies — "
+            + "; ".join(sorted(set(problems)))
+            + f". Known: {', '.join(sorted(known))}"
+        )
+
+
 class Dispatcher:
     """Dedupe by update key, resolve the learner, run one handler in one unit of work."""
 
     def __init__(self, router: Router, uow_factory: Callable[[], Any], deps: dict[str, Any]):
+        check_dependencies(router, deps)
         self.router = router
         self.uow_factory = uow_factory
         self.deps = deps

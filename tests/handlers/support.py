@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from bot.core import Incoming, Reply
+from bot.core import Reply
 from scheduler.sender import drain_once
 from storage.models import OutboxMessage
+from tests.fakes.collecting import CollectingChannel
 from tests.fakes.telegram_api import has
 
-_keys = itertools.count(1)
+
+def collecting_channel(app, name: str) -> CollectingChannel:
+    """The app's collecting channel called `name` (registered on first use)."""
+    if name not in app.channels:
+        app.channels.add(CollectingChannel(name))
+    return app.channels.get(name)
 
 
 @dataclass
@@ -26,16 +31,13 @@ class Chat:
     channel: str = "console"
 
     async def _dispatch(self, **fields) -> Reply:
-        msg = Incoming(
-            channel=self.channel,
-            user_ref=self.user_ref,
-            update_key=f"test:{next(_keys)}",
-            locale=self.locale,
-            display_name=self.name,
-            **fields,
+        channel = collecting_channel(self.app, self.channel)
+        outputs = await channel.receive(
+            self.app, self.user_ref, locale=self.locale, display_name=self.name, **fields
         )
-        replies = [r for r in await self.app.dispatcher.dispatch(msg) if isinstance(r, Reply)]
+        replies = [r for r in outputs if isinstance(r, Reply)]
         assert len(replies) == 1, replies
+        channel.pop_all(self.user_ref)
         return replies[0]
 
     async def send(self, text: str) -> Reply:
