@@ -320,3 +320,16 @@ async def test_webhook_rejects_a_wrong_secret(webhook_app, tg):
             )
             assert resp.status in (401, 403)
     assert not tg.messages_for(42)
+
+
+async def test_one_web_server_serves_the_webhook_and_healthz(webhook_app, tg):
+    """`/telegram` lives on the process's one web app, next to `/healthz`."""
+    app, port = webhook_app
+    assert app.web is not None and "/telegram" in app.web.paths()
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert resp.status == 200
+        assert (await resp.json()) == {"ok": True, "channels": ["telegram"]}
+    user = tg.user(1099, language_code="en")
+    await user.send("/catalog")
+    await user.wait_for_message(has("Categories"))
