@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from bot.settings import Settings
@@ -15,12 +16,25 @@ app = typer.Typer(
     help="coursebot: a chat-bot storefront for paid live courses.", no_args_is_help=True
 )
 console = Console()
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment; a bad value is one clear line per setting and exit 2."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        for problem in error.errors():
+            name = "_".join(str(part) for part in problem["loc"]).upper() or "settings"
+            message = problem["msg"].removeprefix("Value error, ")
+            errors.print(f"configuration error: {name}: {message} (see .env.example)")
+        raise typer.Exit(code=2) from None
 
 
 def _settings(**overrides) -> Settings:
     from bot.logging_setup import setup_logging
 
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     setup_logging(settings.log_level, settings.secrets())
     return settings
 
@@ -34,7 +48,7 @@ def demo(
     from bot.channels.console import CONSOLE_USER
 
     path = db or Path(tempfile.mkdtemp(prefix="coursebot-demo-")) / "demo.db"
-    base = Settings()
+    base = load_settings()
     settings = _settings(
         database_url=f"sqlite+aiosqlite:///{path}",
         admins=base.admins | {f"console:{CONSOLE_USER}"},
@@ -123,7 +137,11 @@ def _mount_recommender() -> None:
 
         return asyncio.run(read())
 
-    set_train_loader(load_from_database, Path(Settings().recommender_model_path))
+    try:
+        model_path = Path(Settings().recommender_model_path)
+    except ValidationError:  # reported when a command runs; `--help` works whatever is set
+        model_path = None
+    set_train_loader(load_from_database, model_path)
     app.add_typer(recommender_app, name="recommender")
 
 
