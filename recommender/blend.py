@@ -24,8 +24,9 @@ from recommender.signals import SignalWeights
 TimedRating = tuple[int, int, float, float | None]
 TUNE_K = 10
 TUNE_MAX_LEARNERS = 1000  # a seeded sample of validation learners bounds tuning time and memory
-W_ITEM_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
-W_POP_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
+TUNE_MAX_CELLS = 3_000_000  # learners x courses scored per grid point
+W_ITEM_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
+W_POP_GRID = (0.0, 0.1, 0.2)
 W_SVD_GRID = (0.0, 1.0)
 RECENCY_GRID = (0.25, 0.5, 0.0)
 
@@ -167,9 +168,10 @@ class Hybrid:
     def _tune(self, fm: FactorModel, fit_rows, held: dict[int, set[int]]):
         """Grid-search the blend weights on NDCG@10 of the held-out courses."""
         users = [u for u in sorted(held) if u in fm.user_index]
-        if len(users) > TUNE_MAX_LEARNERS:
+        cap = max(100, min(TUNE_MAX_LEARNERS, TUNE_MAX_CELLS // max(len(fm.item_ids), 1)))
+        if len(users) > cap:
             rng = np.random.default_rng(self.params.random_state)
-            users = sorted(rng.choice(users, TUNE_MAX_LEARNERS, replace=False).tolist())
+            users = sorted(rng.choice(users, cap, replace=False).tolist())
         uin = np.array([fm.user_index[u] for u in users], dtype=np.int64)
         relevant = []
         for u in users:
