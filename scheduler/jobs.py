@@ -10,6 +10,9 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from services.announcements import start_broadcast
+from services.live import send_due_notices
+
 log = logging.getLogger(__name__)
 
 #: The kv key holding the newest interaction id the served model was trained on.
@@ -49,51 +52,28 @@ def grace(settings) -> timedelta:
 async def session_notice(session_id: int, kind: str) -> int:
     """Send one kind of notice of one session to its learners; a second run sends nothing.
 
-    The notices are claimed by setting `sent_at` in one UPDATE, so two runs (a double fire, two
-    processes) cannot both take a row; the outbox rows are written in the same transaction.
-    Notices more than the misfire grace late are marked missed instead.
+    `services.live.send_due_notices` claims the notices atomically and writes the outbox rows
+    in this job's transaction; notices more than the misfire grace late are marked missed.
     """
-    from handlers.live import enqueue_notices
-
     app = current_app()
     settings, now = app.settings, app.clock.now()
-    queued: set[int] = set()
     async with app.uow() as uow:
-        session = await uow.sessions.get(session_id)
-        if session is None or session.status != "scheduled":
-            log.info("notice %s of session %s skipped: session not scheduled", kind, session_id)
-            return 0
-        claimed = await uow.reminders.claim(session_id, kind, now + EARLY, now - grace(settings))
-        await uow.reminders.mark_missed(now - grace(settings))
-        owners = set(await uow.enrolments.learners_of(session.course_id)) if claimed else set()
-        # A learner refunded after the notices were planned no longer gets them.
-        targets = {learner: reminder for reminder, learner in claimed if learner in owners}
-        if targets:
-            course = await uow.courses.get(session.course_id)
-            queued = await enqueue_notices(
-                uow, session, course, kind, targets, settings, now, key="rem"
-            )
-        await uow.reminders.set_status(
-            [reminder for reminder, learner in claimed if learner not in owners], "not_enrolled"
-        )
-        await uow.reminders.set_status(
-            [reminder for learner, reminder in targets.items() if learner not in queued],
-            "unreachable",
+        run = await send_due_notices(
+            uow, settings, now, session_id, kind, early=EARLY, grace=grace(settings)
         )
         await uow.commit()
-    log.info(
-        "notice %s of session %s: %s claimed, %s queued",
-        kind, session_id, len(claimed), len(queued),
-    )
-    if queued:
+    if not run.skipped:
+        log.info(
+            "notice %s of session %s: %s claimed, %s queued",
+            kind, session_id, run.claimed, run.queued,
+        )
+    if run.queued:
         _wake_sender(app)
-    return len(queued)
+    return run.queued
 
 
 async def scheduled_broadcast(broadcast_id: int) -> bool:
     """Fan out a scheduled announcement (once, however often this runs)."""
-    from handlers.announce import start_broadcast
-
     app = current_app()
     async with app.uow() as uow:
         started = await start_broadcast(uow, broadcast_id, app.settings, app.clock.now())

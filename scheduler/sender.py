@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.core import RateLimited, RejectedMessage, Unreachable, reply_from_body
+from services.announcements import report_finished
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +366,6 @@ async def _retry_later(app, row, error: str) -> None:
 
 async def report_broadcasts(app) -> int:
     """Send delivery reports of announcements that are done."""
-    from handlers.announce import report_finished
-
     async with app.uow() as uow:
         done = await report_finished(uow, app.settings, app.clock.now())
         await uow.commit()

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from handlers.live import notice_plan, parse_local
+from services.live import notice_plan, parse_local
 from tests.conftest import ADMIN_TG, start_telegram_app
 from tests.scheduler.support import drain, fire, has, texts
 

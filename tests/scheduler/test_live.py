@@ -38,7 +38,7 @@ async def due_times(app, session_id: int) -> dict[str, object]:
     """Due time of each notice kind of a session (from the stored plan)."""
     async with app.uow() as uow:
         session = await uow.sessions.get(session_id)
-    from handlers.live import notice_plan
+    from services.live import notice_plan
 
     return dict(notice_plan(session, app.settings))
 

@@ -24,7 +24,7 @@ async def admin_says(tg, text: str, expect: str) -> dict:
 
 async def rate_due(app, session_id: int):
     """When the session's rating prompt is due, from the notice plan."""
-    from handlers.live import notice_plan
+    from services.live import notice_plan
 
     async with app.uow() as uow:
         session = await uow.sessions.get(session_id)

@@ -13,9 +13,9 @@ from pathlib import Path
 from bot.bootstrap import build_app
 from bot.channels.telegram_aiogram import AiogramChannel
 from bot.core import SystemClock
-from handlers.live import plan_notices
 from scheduler.sender import Sender
 from scheduler.service import SchedulerService
+from services.live import plan_notices
 from storage.models import OutboxMessage
 from tests.conftest import make_settings
 from tests.scheduler.support import add_learners, count_rows, reminder_statuses, texts
@@ -132,7 +132,7 @@ async def test_killed_sender_resumes_without_sending_twice(tmp_path, tg):
         tg.user(user_id)
     await add_learners(app, ids)
     async with app.uow() as uow:
-        from handlers.announce import fan_out
+        from services.announcements import fan_out
 
         broadcast = await uow.broadcasts.add(text="Kill test", status="sending")
         await fan_out(uow, broadcast, app.settings, app.clock.now())
