@@ -25,9 +25,11 @@ TimedRating = tuple[int, int, float, float | None]
 TUNE_K = 10
 TUNE_MAX_LEARNERS = 1000  # a seeded sample of validation learners bounds tuning time and memory
 TUNE_MAX_CELLS = 3_000_000  # learners x courses scored per grid point
-W_ITEM_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
-W_POP_GRID = (0.0, 0.1, 0.2)
-W_SVD_GRID = (0.0, 1.0)
+TUNE_CAND = 100  # per part: the grid scores the union of the parts' top-100 per learner
+# Weights relative to the stronger of the two personal parts (the blend is scale-free): item = 1
+# with svd in W_SVD_GRID, or svd = 1 with item in W_SVD_GRID; popularity on top.
+W_SVD_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+W_POP_GRID = (0.0, 0.05, 0.1, 0.2)
 RECENCY_GRID = (0.25, 0.5, 0.0)
 
 
@@ -199,18 +201,35 @@ class Hybrid:
         n_hist = seen.sum(axis=1)
         boost = fm.blend_k / (fm.blend_k + n_hist) if fm.blend_k > 0 else np.zeros(len(hist))
         z_pop = (1.0 + boost)[:, None] * zscore(np.log1p(fm.item_pop))[None, :]
+        # Score only the union of each part's top candidates: the blend's top-10 lies there in
+        # practice, and the grid then costs O(learners x candidates), not x catalogue.
+        cand, off = candidates((z_svd, z_item, z_pop[:1].repeat(len(hist), 0)), seen, TUNE_CAND)
+        c_svd, c_item, c_pop = (
+            np.take_along_axis(a, cand, axis=1) for a in (z_svd, z_item, z_pop)
+        )
         best, best_w = -1.0, None
-        for w_svd in W_SVD_GRID:
-            for w_item in W_ITEM_GRID:
-                for w_pop in W_POP_GRID:
-                    if w_svd == 0 and w_item == 0:
-                        continue
-                    total = w_svd * z_svd + w_item * z_item + w_pop * z_pop
-                    score = ndcg_at(top_rows(total, seen, TUNE_K), relevant, TUNE_K)
-                    self.tuning[f"{w_svd}/{w_item}/{w_pop}/r{recency}"] = score
-                    if score > best + 1e-9:
-                        best, best_w = score, (w_svd, w_item, w_pop)
+        pairs = {(w, 1.0) for w in W_SVD_GRID} | {(1.0, w) for w in W_SVD_GRID}
+        for w_svd, w_item in sorted(pairs):
+            for w_pop in W_POP_GRID:
+                total = w_svd * c_svd + w_item * c_item + w_pop * c_pop
+                top = np.take_along_axis(cand, top_rows(total, off, TUNE_K), axis=1)
+                score = ndcg_at(top, relevant, TUNE_K)
+                self.tuning[f"{w_svd}/{w_item}/{w_pop}/r{recency}"] = score
+                if score > best + 1e-9:
+                    best, best_w = score, (w_svd, w_item, w_pop)
         return best_w, best
+
+
+def candidates(parts, seen: np.ndarray, per_part: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the union of each part's top ``per_part`` unseen columns; mask = seen or repeat."""
+    idx = []
+    for a in parts:
+        c = min(per_part, a.shape[1] - 1)
+        idx.append(np.argpartition(-np.where(seen, -np.inf, a), c, axis=1)[:, :c])
+    cand = np.sort(np.concatenate(idx, axis=1), axis=1)
+    off = np.take_along_axis(seen, cand, axis=1)
+    off[:, 1:] |= cand[:, 1:] == cand[:, :-1]
+    return cand, off
 
 
 def _row_z(a: np.ndarray) -> np.ndarray:

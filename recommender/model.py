@@ -344,21 +344,48 @@ def sample_negatives(
     params: ModelParams,
     negative: float,
 ) -> list[Rating]:
-    """Draw untouched items per learner, ``neg_ratio`` per touched item, at ``negative``."""
-    if params.neg_ratio <= 0 or not items:
+    """Draw untouched items per learner, ``neg_ratio`` per touched item, at ``negative``.
+
+    Vectorised over all learners: one popularity-weighted draw, seen and repeated (learner,
+    course) pairs dropped with ``np.unique``, a few refill rounds for the shortfall.
+    """
+    if params.neg_ratio <= 0 or not items or not ratings:
         return []
     rng = np.random.default_rng(params.random_state)
     item_arr = np.asarray(items, dtype=np.int64)
+    n_items = len(item_arr)
     cdf = np.cumsum(_sampling_weights(ratings, item_arr, params))
     cdf /= cdf[-1]
-    touched: dict[int, set[int]] = defaultdict(set)
-    for user, item, _ in ratings:
-        touched[user].add(item)
-    out: list[Rating] = []
-    for user, seen in touched.items():
-        want = min(int(round(params.neg_ratio * len(seen))), len(item_arr) - len(seen))
-        out.extend((user, it, negative) for it in _draw(rng, cdf, item_arr, seen, want))
-    return out
+    raw_users = np.fromiter((r[0] for r in ratings), dtype=np.int64, count=len(ratings))
+    raw_items = np.fromiter((r[1] for r in ratings), dtype=np.int64, count=len(ratings))
+    users, u_inner = np.unique(raw_users, return_inverse=True)
+    pos = np.searchsorted(item_arr, raw_items)
+    known = (pos < n_items) & (item_arr[np.minimum(pos, n_items - 1)] == raw_items)
+    seen = np.unique(u_inner[known] * n_items + pos[known])
+    n_seen = np.bincount(seen // n_items, minlength=len(users))
+    want = np.minimum(np.rint(params.neg_ratio * n_seen).astype(np.int64), n_items - n_seen)
+    chosen = np.zeros(0, dtype=np.int64)
+    for _ in range(8):
+        have = np.bincount(chosen // n_items, minlength=len(users))
+        short = np.maximum(want - have, 0)
+        if not short.any():
+            break
+        who = np.repeat(np.arange(len(users)), 2 * short + (short > 0) * 2)
+        draws = np.searchsorted(cdf, rng.random(len(who)), side="right")
+        codes = who * n_items + np.minimum(draws, n_items - 1)
+        codes = codes[~np.isin(codes, seen)]
+        merged, first = np.unique(np.concatenate([chosen, codes]), return_index=True)
+        # keep earlier picks first, then new draws in draw order, capped at ``want`` per learner
+        merged = merged[np.argsort(first, kind="stable")]
+        owner = merged // n_items
+        order = np.argsort(owner, kind="stable")
+        merged, owner = merged[order], owner[order]
+        counts = np.bincount(owner, minlength=len(users))
+        rank = np.arange(len(merged)) - np.repeat(np.cumsum(counts) - counts, counts)
+        chosen = merged[rank < want[owner]]
+    out_u = users[chosen // n_items].tolist()
+    out_i = item_arr[chosen % n_items].tolist()
+    return [(u, i, negative) for u, i in zip(out_u, out_i, strict=True)]
 
 
 def _sampling_weights(ratings: Sequence[Rating], items: np.ndarray, params: ModelParams):
@@ -370,18 +397,24 @@ def _sampling_weights(ratings: Sequence[Rating], items: np.ndarray, params: Mode
     return np.array([pop.get(int(i), 0.0) + 1.0 for i in items]) ** params.neg_pop_power
 
 
-def _draw(rng, cdf: np.ndarray, items: np.ndarray, seen: set[int], want: int) -> list[int]:
-    chosen: list[int] = []
-    picked: set[int] = set()
-    for _ in range(8):
-        if len(chosen) >= want:
-            break
-        draws = items[np.searchsorted(cdf, rng.random(2 * want + 8), side="right")]
-        for item in draws.tolist():
-            if item not in seen and item not in picked and len(chosen) < want:
-                picked.add(item)
-                chosen.append(item)
-    return chosen
+class FastTrainset(Trainset):
+    """A ``surprise.Trainset`` whose ``all_ratings`` iterates a prebuilt list.
+
+    Surprise's SGD walks ``all_ratings()`` once per epoch; the stock generator costs more than the
+    Cython update itself. Same ratings, same order, so the fitted factors are identical.
+    """
+
+    def all_ratings(self):
+        """Iterate ``(inner uid, inner iid, rating)`` in Surprise's order (users, then rows)."""
+        cached = getattr(self, "_all", None)
+        if cached is None:
+            cached = self._all = [(u, i, r) for u, rs in self.ur.items() for i, r in rs]
+        return iter(cached)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_all", None)
+        return state
 
 
 def build_trainset(rows: Iterable[Rating], rating_scale=(1.0, 5.0)) -> Trainset:
@@ -397,7 +430,7 @@ def build_trainset(rows: Iterable[Rating], rating_scale=(1.0, 5.0)) -> Trainset:
         ur[u].append((i, float(r)))
         ir[i].append((u, float(r)))
         n += 1
-    return Trainset(ur, ir, len(uid), len(iid), n, rating_scale, uid, iid)
+    return FastTrainset(ur, ir, len(uid), len(iid), n, rating_scale, uid, iid)
 
 
 class RankingSVD:
@@ -428,6 +461,7 @@ class RankingSVD:
             n_factors=p.n_factors, n_epochs=p.n_epochs, lr_all=p.lr_all, reg_all=p.reg_all,
             random_state=p.random_state,
         ).fit(trainset)
+        trainset.__dict__.pop("_all", None)  # the epoch list is only needed while fitting
         tick("export", 2, 3)
         pop = _popularity(ratings)
         raw_items = (trainset.to_raw_iid(i) for i in range(trainset.n_items))
