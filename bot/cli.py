@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
 from bot.settings import Settings
@@ -15,7 +17,7 @@ from bot.settings import Settings
 app = typer.Typer(
     help="coursebot: a chat-bot storefront for paid live courses.", no_args_is_help=True
 )
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -41,43 +43,118 @@ def _settings(**overrides) -> Settings:
 
 @app.command()
 def demo(
-    db: Path | None = typer.Option(None, help="SQLite file to use (default: a fresh temp file)"),
+    db: Path | None = typer.Option(
+        None, help="Start from a copy of this SQLite file (the file itself is never changed)"
+    ),
     locale: str = typer.Option("zh", help="Language of the console learner: zh or en"),
+    script: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Read the typed lines from this file"
+    ),
 ) -> None:
-    """Chat with the storefront in this terminal, on a fresh SQLite database with demo courses."""
+    """Chat with the storefront in this terminal: demo courses, reminders, announcements."""
     from bot.channels.console import CONSOLE_USER
 
-    path = db or Path(tempfile.mkdtemp(prefix="coursebot-demo-")) / "demo.db"
-    base = load_settings()
-    settings = _settings(
-        database_url=f"sqlite+aiosqlite:///{path}",
-        admins=base.admins | {f"console:{CONSOLE_USER}"},
-        log_level="WARNING",
-        default_locale=locale,
-    )
-    console.print(f"[bold]coursebot demo[/bold] — database: {path}")
-    console.print(
-        "Type /help, /catalog, /search python … ; a number presses an option; "
-        "/quit to leave. Payments here are simulated (TEST MODE).\n"
-    )
-    asyncio.run(_demo(settings, locale))
+    with tempfile.TemporaryDirectory(prefix="coursebot-demo-") as folder:
+        path = Path(folder) / "demo.db"
+        if db is not None:
+            shutil.copyfile(db, path)
+        base = load_settings()
+        settings = _settings(
+            database_url=f"sqlite+aiosqlite:///{path}",
+            admins=base.admins | {f"console:{CONSOLE_USER}"},
+            log_level="WARNING",
+            default_locale=locale,
+            recommender_model_path=str(Path(folder) / "model.npz"),
+            scheduler_jobstore_url=None,
+        )
+        console.print(f"[bold]coursebot demo[/bold] — {'copy of ' + str(db) if db else 'fresh'}")
+        console.print(
+            "Type /help, /catalog, /search python … ; a number presses an option; "
+            "/wait 5 waits five seconds; /quit leaves. Payments are simulated (TEST MODE). "
+            "Reminders, links and announcements arrive here as they would on Telegram.\n"
+        )
+        lines = script.open(encoding="utf-8") if script else sys.stdin
+        try:
+            asyncio.run(_demo(settings, locale, lines))
+        finally:
+            if script:
+                lines.close()
 
 
-async def _demo(settings: Settings, locale: str) -> None:
+async def _demo(settings: Settings, locale: str, lines) -> None:
     from bot.bootstrap import build_app
     from bot.channels.console import ConsoleChannel, run_console
     from bot.demo import seed_demo
+    from bot.runner import start_scheduler_and_sender
 
     app_ = await build_app(settings)
+    services = []
     try:
         async with app_.uow() as uow:
             await seed_demo(uow)
         channel = ConsoleChannel(app_.dispatcher.dispatch, locale=locale)
         app_.channels.add(channel)
+        services = await start_scheduler_and_sender(app_)
         await channel.handle_line("/start")
-        await run_console(channel)
+        await run_console(channel, lines)
     finally:
+        for service in reversed(services):
+            await service.stop()
         await app_.close()
+
+
+def channel_names(settings: Settings) -> list[str]:
+    """The channels `coursebot run` would start with these settings."""
+    names = []
+    if settings.telegram_bot_token:
+        names.append(
+            f"telegram ({settings.telegram_runtime}, "
+            f"{'webhook' if settings.telegram_webhook_url else 'polling'})"
+        )
+    if getattr(settings, "wechat_token", None) and settings.wechat_app_id:
+        names.append("wechat")
+    return names
+
+
+@app.command()
+def check() -> None:
+    """Print the configuration as the bot sees it (secrets masked), the database and channels."""
+    from rich.table import Table
+
+    settings = _settings()
+    table = Table("setting", "value", title="configuration")
+    for name, value in settings.model_dump().items():
+        shown = "**********" if isinstance(value, SecretStr) and value else value
+        table.add_row(name.upper(), "" if shown is None else str(shown))
+    console.print(table)
+    try:
+        current, head = asyncio.run(_database_revision(settings.database_url))
+    except Exception as error:  # noqa: BLE001 - reported as one line, whatever the driver
+        errors.print(f"database: cannot reach {_safe_url(settings)}: {error.__class__.__name__}")
+        raise typer.Exit(code=1) from None
+    state = "up to date" if current == head else "needs `coursebot migrate`"
+    console.print(
+        f"database: {_safe_url(settings)} reached; migration {current} (code {head}), {state}"
+    )
+    names = channel_names(settings)
+    console.print(f"channels: {', '.join(names) if names else 'none (console demo only)'}")
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+async def _database_revision(url: str) -> tuple[str | None, str]:
+    from storage.db import make_engine
+    from storage.migrate import revisions
+
+    engine = make_engine(url)
+    try:
+        return await revisions(engine)
+    finally:
+        await engine.dispose()
 
 
 @app.command("seed-demo")

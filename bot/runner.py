@@ -33,6 +33,18 @@ async def start_channels(app, channels, healthz: bool = False) -> None:
         app.started.append(channel)
 
 
+async def start_scheduler_and_sender(app) -> list:
+    """Start the APScheduler service and the outbox sender; returns them for `stop()`."""
+    from scheduler.sender import Sender
+    from scheduler.service import SchedulerService
+
+    service = SchedulerService(app)
+    await service.start()
+    sender = Sender(app)
+    sender.start()
+    return [service, sender]
+
+
 async def run_forever(settings: Settings, role: str = "all") -> None:
     """Run until SIGINT/SIGTERM."""
     if role not in ROLES:
@@ -52,15 +64,7 @@ async def run_forever(settings: Settings, role: str = "all") -> None:
         if role in ("all", "bot"):
             await start_channels(app, channels, healthz=True)
         if role in ("all", "scheduler"):  # exactly one scheduler process per database
-            from scheduler.sender import Sender
-            from scheduler.service import SchedulerService
-
-            service = SchedulerService(app)
-            await service.start()
-            services.append(service)
-            sender = Sender(app)
-            sender.start()
-            services.append(sender)
+            services = await start_scheduler_and_sender(app)
         await stop.wait()
     finally:
         for service in reversed(services):

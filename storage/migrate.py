@@ -45,3 +45,16 @@ def upgrade_blocking(url: str) -> None:
         upgrade(url)
         return
     raise RuntimeError("call upgrade_engine() from async code")
+
+
+async def revisions(engine: AsyncEngine) -> tuple[str | None, str]:
+    """(the database's current revision or None, the newest revision of the code)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+    async with engine.connect() as connection:
+        current = await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    return current, head or ""

@@ -146,4 +146,12 @@ async def run_console(channel: ConsoleChannel, lines: TextIO = sys.stdin) -> Non
         line = await loop.run_in_executor(None, lines.readline)
         if not line or line.strip() in ("/quit", "/exit"):
             return
+        word, _, seconds = line.strip().partition(" ")
+        if word == "/wait":  # console only: let time pass (reminders, announcements)
+            await asyncio.sleep(float(seconds) if _is_seconds(seconds) else 1.0)
+            continue
         await channel.handle_line(line)
+
+
+def _is_seconds(text: str) -> bool:
+    return text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()

@@ -33,3 +33,34 @@ def test_a_bad_setting_is_one_line_naming_it_and_exit_code_2(tmp_path):
     assert len(lines) == 1, done.stderr
     assert "TIMEZONE" in lines[0] and "Mars/Base" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_check_masks_secrets_and_reports_database_and_channels(tmp_path):
+    done = run_cli(
+        "check",
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/c.db",
+        TELEGRAM_BOT_TOKEN="123456:SECRET-never-shown",
+        LOG_LEVEL="WARNING",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SECRET-never-shown" not in done.stdout + done.stderr
+    assert "reached" in done.stdout and "needs `coursebot migrate`" in done.stdout
+    assert "telegram (aiogram, polling)" in done.stdout
+
+
+def test_check_says_in_one_line_when_the_database_cannot_be_reached():
+    done = run_cli(
+        "check", DATABASE_URL="postgresql+asyncpg://u:pw@127.0.0.1:1/x", LOG_LEVEL="WARNING"
+    )
+    assert done.returncode == 1
+    assert "cannot reach postgresql+asyncpg://u:***@127.0.0.1:1/x" in done.stderr
+    assert "pw@" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_demo_script_runs_and_leaves_no_temporary_folder(tmp_path):
+    script = tmp_path / "lines.txt"
+    script.write_text("/catalog\n/wait 0.2\n/quit\n", encoding="utf-8")
+    done = run_cli("demo", "--locale", "en", "--script", str(script), TMPDIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "Categories" in done.stdout
+    assert not list(tmp_path.glob("coursebot-demo-*"))
