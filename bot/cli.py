@@ -44,7 +44,10 @@ def _settings(**overrides) -> Settings:
 @app.command()
 def demo(
     db: Path | None = typer.Option(
-        None, help="Start from a copy of this SQLite file (the file itself is never changed)"
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Start from a copy of this SQLite file (the file itself is never changed)",
     ),
     locale: str = typer.Option("zh", help="Language of the console learner: zh or en"),
     script: Path | None = typer.Option(

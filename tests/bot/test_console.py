@@ -29,13 +29,13 @@ JOURNEY = (
 def test_console_journey_through_stdin(tmp_path):
     """A newcomer browses, buys in test mode, searches, switches language, and refunds."""
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "demo", "--db", str(tmp_path / "demo.db")],
+        [sys.executable, "-m", "bot", "demo"],
         input=JOURNEY,
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path), "TMPDIR": str(tmp_path)},
     )
     out = result.stdout
     assert result.returncode == 0, result.stderr
@@ -46,7 +46,7 @@ def test_console_journey_through_stdin(tmp_path):
     my_courses = out.split("🎓 我的课程\n#1")
     assert len(my_courses) == 2, "the bought course shows in /mycourses"
     assert "「Python 入门」的搜索结果" in out
-    assert "Refunded payment #1 (150 XTR)" in out
+    assert "Refunded payment #1 (150 ⭐)" in out
     after_refund = out.split("Refunded payment #1")[1]
     assert "You don't own any course yet" in after_refund
     assert "You may also like" in after_refund
