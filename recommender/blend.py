@@ -27,8 +27,10 @@ TUNE_MAX_LEARNERS = 1000  # a seeded sample of validation learners bounds tuning
 TUNE_MAX_CELLS = 3_000_000  # learners x courses scored per grid point
 TUNE_CAND = 100  # per part: the grid scores the union of the parts' top-100 per learner
 # Weights relative to the stronger of the two personal parts (the blend is scale-free): item = 1
-# with svd in W_SVD_GRID, or svd = 1 with item in W_SVD_GRID; popularity on top.
-W_SVD_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+# with svd in W_SVD_GRID, or svd = 1 with item in W_SVD_GRID; popularity on top. The grid holds
+# blends only (each personal part at least 0.1 of the other): a part alone is not a blend, and
+# `evaluate` reports each part alone next to it.
+W_SVD_GRID = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 W_POP_GRID = (0.0, 0.05, 0.1, 0.2)
 RECENCY_GRID = (0.25, 0.5, 0.0)
 
@@ -57,6 +59,26 @@ def split_latest(
         if n_out:
             held[user] = {r[1] for r in items[len(items) - n_out:]}
     return train, held
+
+
+def recent_repeats(rows: Sequence[TimedRating], params: ModelParams) -> list[tuple]:
+    """Each learner's latest ``svd_recent_frac`` rows (by time), ``svd_recent_repeat`` times.
+
+    What a learner took last says most about what they take next; repeating those rows in the
+    SGD gives the SVD part the recency that the item part gets from its history weights.
+    """
+    if params.svd_recent_repeat <= 0 or params.svd_recent_frac <= 0:
+        return []
+    by_user: dict[int, list[TimedRating]] = defaultdict(list)
+    for row in rows:
+        if row[3] is not None:
+            by_user[row[0]].append(row)
+    out = []
+    for mine in by_user.values():
+        mine.sort(key=lambda r: (r[3], r[1]))
+        n = int(math.ceil(params.svd_recent_frac * len(mine)))
+        out.extend(r[:3] for r in mine[len(mine) - n:])
+    return out * params.svd_recent_repeat
 
 
 def ndcg_at(top: np.ndarray, relevant: list[set[int]], k: int) -> float:
@@ -131,7 +153,9 @@ class Hybrid:
 
     def _components(self, rows: Sequence[TimedRating], items: list[int]) -> FactorModel:
         """Ranking SVD and the neighbour matrix, in the SVD's inner order."""
-        self.svd = RankingSVD(self.params, self.weights).fit([r[:3] for r in rows], items)
+        self.svd = RankingSVD(self.params, self.weights).fit(
+            [r[:3] for r in rows], items, repeats=recent_repeats(rows, self.params)
+        )
         fm = self.svd.factors
         x = self.matrix(fm, rows)
         p = self.params
@@ -207,17 +231,28 @@ class Hybrid:
         c_svd, c_item, c_pop = (
             np.take_along_axis(a, cand, axis=1) for a in (z_svd, z_item, z_pop)
         )
-        best, best_w = -1.0, None
-        pairs = {(w, 1.0) for w in W_SVD_GRID} | {(1.0, w) for w in W_SVD_GRID}
-        for w_svd, w_item in sorted(pairs):
-            for w_pop in W_POP_GRID:
+        # One axis from "item only" through equal weights to "svd only", popularity on the other.
+        ratios = [(w, 1.0) for w in W_SVD_GRID] + [(1.0, w) for w in reversed(W_SVD_GRID[:-1])]
+        surface = np.zeros((len(ratios), len(W_POP_GRID)))
+        for a, (w_svd, w_item) in enumerate(ratios):
+            for b, w_pop in enumerate(W_POP_GRID):
                 total = w_svd * c_svd + w_item * c_item + w_pop * c_pop
                 top = np.take_along_axis(cand, top_rows(total, off, TUNE_K), axis=1)
-                score = ndcg_at(top, relevant, TUNE_K)
-                self.tuning[f"{w_svd}/{w_item}/{w_pop}/r{recency}"] = score
-                if score > best + 1e-9:
-                    best, best_w = score, (w_svd, w_item, w_pop)
-        return best_w, best
+                surface[a, b] = ndcg_at(top, relevant, TUNE_K)
+                self.tuning[f"{w_svd}/{w_item}/{w_pop}/r{recency}"] = surface[a, b]
+        # Choose on the surface smoothed over neighbouring svd/item ratios: on a few hundred
+        # validation learners a lone spike is noise, a broad ridge is signal.
+        smooth = smoothed(surface)
+        a, b = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+        return (*ratios[a], W_POP_GRID[b]), float(smooth[a, b])
+
+
+def smoothed(surface: np.ndarray) -> np.ndarray:
+    """Mean of each cell and its neighbours along the svd/item ratio axis (rows)."""
+    padded = np.pad(surface, ((1, 1), (0, 0)))
+    ones = np.pad(np.ones_like(surface), ((1, 1), (0, 0)))
+    n = len(surface)
+    return sum(padded[d:d + n] for d in range(3)) / sum(ones[d:d + n] for d in range(3))
 
 
 def candidates(parts, seen: np.ndarray, per_part: int) -> tuple[np.ndarray, np.ndarray]:

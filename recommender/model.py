@@ -57,6 +57,8 @@ class ModelParams:
     w_item: float = 1.0
     w_pop: float = 0.1
     recency: float = 0.25
+    svd_recent_frac: float = 0.25  # each learner's latest share of courses ...
+    svd_recent_repeat: int = 2  # ... visited this many extra times per SGD epoch
     tune_blend: bool = True
     val_frac: float = 0.2
     tune_min_learners: int = 20
@@ -448,15 +450,20 @@ class RankingSVD:
         ratings: Sequence[Rating],
         items: Iterable[int] = (),
         progress: Progress | None = None,
+        repeats: Sequence[Rating] = (),
     ) -> RankingSVD:
-        """Train on pseudo-ratings; ``items`` adds catalog courses eligible as negatives."""
+        """Train on pseudo-ratings; ``items`` adds catalog courses eligible as negatives.
+
+        ``repeats`` are extra SGD visits of some of ``ratings`` (a learner's latest courses): they
+        weight those rows more in the fit, but count once for popularity and negatives.
+        """
         tick = progress or (lambda stage, done, total: None)
         p = self.params
         all_items = sorted({i for _, i, _ in ratings} | set(items))
         tick("negatives", 0, 3)
         negatives = sample_negatives(ratings, all_items, p, self.weights.negative)
         tick("fit", 1, 3)
-        trainset = build_trainset([*ratings, *negatives])
+        trainset = build_trainset([*ratings, *repeats, *negatives])
         self.algo = SVD(
             n_factors=p.n_factors, n_epochs=p.n_epochs, lr_all=p.lr_all, reg_all=p.reg_all,
             random_state=p.random_state,
