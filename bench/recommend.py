@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -107,7 +108,15 @@ def main(argv: list[str]) -> None:
     events = make_interactions()
     catalog = make_catalog()
     start = time.perf_counter()
-    fitted = Hybrid().fit(timed_pseudo_ratings(events), items=[c.id for c in catalog])
+    with Progress(TextColumn("train"), BarColumn(), TextColumn("{task.fields[stage]}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bars:
+        task = bars.add_task("train", total=6, stage="")
+
+        def tick(stage: str, done: int, total: int) -> None:
+            bars.update(task, completed=done, total=total, stage=stage)
+
+        fitted = Hybrid().fit(timed_pseudo_ratings(events), items=[c.id for c in catalog],
+                              progress=tick)
     path = Path(tempfile.mkdtemp()) / "model.npz"
     fitted.factors.save(path)
     train_s = time.perf_counter() - start
@@ -130,7 +139,8 @@ def main(argv: list[str]) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row(f"train: {len(events):,} interactions, {N_LEARNERS:,} learners, "
-                  f"{N_COURSES:,} courses (+{fitted.stats['negatives']:,} negatives; tune+refit)",
+                  f"{N_COURSES:,} courses (+{fitted.stats['negatives']:,} negatives; "
+                  "tune+refit, progress bar)",
                   f"{train_s:.2f} s")
     table.add_row("top-10 over 10,000 courses, Surprise FAQ get_top_n (algo.test)",
                   f"{faq_s * 1e3:.1f} ms")

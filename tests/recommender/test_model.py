@@ -92,3 +92,35 @@ def test_inner_items_lookup_is_vectorised_and_marks_unknown(fitted):
     fm = fitted.factors
     raw = np.array([int(fm.item_ids[5]), -3, int(fm.item_ids[0]), 10**9])
     assert fm.inner_items(raw).tolist() == [5, -1, 0, -1]
+
+
+def test_vectorised_negatives_are_unseen_distinct_and_counted():
+    from recommender.model import ModelParams, sample_negatives
+
+    ratings = [(u, i, 4.0) for u in range(1, 40) for i in range(u % 7, u % 7 + 5)]
+    items = list(range(0, 60))
+    neg = sample_negatives(ratings, items, ModelParams(neg_ratio=3.0), 1.0)
+    seen = {(u, i) for u, i, _ in ratings}
+    pairs = [(u, i) for u, i, _ in neg]
+    assert not set(pairs) & seen and len(set(pairs)) == len(pairs)
+    per_user = {}
+    for u, _ in pairs:
+        per_user[u] = per_user.get(u, 0) + 1
+    assert per_user == {u: 15 for u in range(1, 40)}
+    assert all(r == 1.0 for *_, r in neg)
+
+
+def test_fast_trainset_fits_the_same_factors_as_surprise():
+    import numpy as np
+    from surprise import SVD, Trainset
+
+    from recommender.model import build_trainset
+
+    rows = [(u, i, float(1 + (u * i) % 5)) for u in range(30) for i in range(0, 40, 1 + u % 3)]
+    fast = build_trainset(rows)
+    plain = build_trainset(rows)
+    plain.__class__ = Trainset
+    a = SVD(n_factors=4, n_epochs=5, random_state=1).fit(fast)
+    b = SVD(n_factors=4, n_epochs=5, random_state=1).fit(plain)
+    assert np.array_equal(a.pu, b.pu) and np.array_equal(a.qi, b.qi)
+    assert np.array_equal(a.bu, b.bu)

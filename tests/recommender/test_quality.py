@@ -61,3 +61,12 @@ def test_validation_split_never_sees_the_test_interactions(data, monkeypatch):
     for u, items in held.items():
         fit_times = [when[(r[0], r[1])] for r in fit_rows if r[0] == u]
         assert min(when[(u, i)] for i in items) >= max(fit_times, default=float("-inf"))
+
+
+def test_recent_repeats_are_each_learners_latest_rows():
+    from recommender.model import ModelParams
+
+    rows = [(u, i, 4.0, float(10 * u + i)) for u in (1, 2) for i in range(8)]
+    rep = blend.recent_repeats(rows, ModelParams(svd_recent_frac=0.25, svd_recent_repeat=2))
+    assert sorted(rep) == sorted([(u, i, 4.0) for u in (1, 2) for i in (6, 7)] * 2)
+    assert blend.recent_repeats(rows, ModelParams(svd_recent_repeat=0)) == []
