@@ -32,10 +32,10 @@ from bot.channels.telegram_aiogram import AiogramChannel  # noqa: E402
 from bot.core import SystemClock  # noqa: E402
 from bot.demo import seed_demo  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from handlers.announce import fan_out  # noqa: E402
-from handlers.live import plan_notices  # noqa: E402
 from scheduler.sender import Sender  # noqa: E402
 from scheduler.service import SchedulerService  # noqa: E402
+from services.announcements import fan_out  # noqa: E402
+from services.live import plan_notices  # noqa: E402
 from storage.models import OutboxMessage  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegram, TelegramError  # noqa: E402
 from tests.scheduler.support import add_learners, count_rows  # noqa: E402

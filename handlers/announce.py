@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from bot.core import Incoming, Reply, Router
 from services import announcements
 from services.announcements import AnnouncementProblem
-from services.announcements import fan_out as fan_out  # bench/broadcast.py imports it from here
 from services.live import parse_local
 
 router = Router()

@@ -14,7 +14,6 @@ from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
 from services import live
 from services.live import LiveProblem, course_title, parse_local, session_label
-from services.live import plan_notices as plan_notices  # bench/broadcast.py imports it from here
 
 router = Router()
 
