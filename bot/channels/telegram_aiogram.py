@@ -29,96 +29,34 @@ from aiogram.types import (
     Message,
     PreCheckoutQuery,
     Update,
-    User,
 )
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from bot.channels.base import Channel
+from bot.channels.telegram_common import (  # noqa: F401 - re-exported for existing callers
+    ALLOWED_UPDATES,
+    MAX_TEXT,
+    NAME,
+    callback_to_incoming,
+    command_descriptions,
+    deliver,
+    message_to_incoming,
+    pre_checkout_to_incoming,
+    split_text,
+)
 from bot.core import (
     ChannelError,
     Incoming,
-    PaymentInfo,
     PreCheckoutAnswer,
     RateLimited,
     RejectedMessage,
     Reply,
     Unreachable,
 )
-from bot.i18n import LOCALES, STARS, Translator, has_message
+from bot.i18n import LOCALES, STARS
 
 log = logging.getLogger(__name__)
-NAME = "telegram"
-MAX_TEXT = 4096
-ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
-
-
-def _display_name(user: User | None) -> str:
-    if user is None:
-        return ""
-    return " ".join(filter(None, [user.first_name, user.last_name]))[:128]
-
-
-def _base(update: Update, user: User | None) -> dict:
-    return dict(
-        channel=NAME,
-        user_ref=str(user.id) if user else "",
-        update_key=f"tg:{update.update_id}",
-        locale=user.language_code if user else None,
-        display_name=_display_name(user),
-    )
-
-
-def message_to_incoming(update: Update, message: Message) -> Incoming:
-    """A Telegram message as an Incoming: a command, a payment, or plain text.
-
-    A reply to an earlier message carries that message's id and text (or caption).
-    """
-    base = _base(update, message.from_user)
-    quoted = message.reply_to_message
-    if quoted is not None:
-        base.update(
-            reply_to=str(quoted.message_id), reply_to_text=quoted.text or quoted.caption or ""
-        )
-    if message.successful_payment is not None:
-        paid = message.successful_payment
-        info = PaymentInfo(
-            currency=paid.currency,
-            amount=paid.total_amount,
-            invoice_payload=paid.invoice_payload,
-            charge_id=paid.telegram_payment_charge_id,
-            provider="telegram_stars",
-        )
-        return Incoming(kind="payment", payment=info, **base)
-    text = message.text or message.caption or ""
-    if text.startswith("/"):
-        head, _, args = text[1:].partition(" ")
-        command = head.split("@", 1)[0].lower()
-        return Incoming(
-            kind="command",
-            command=command,
-            args=args.strip(),
-            text=text,
-            **base,
-        )
-    return Incoming(kind="text", text=text, **base)
-
-
-def callback_to_incoming(update: Update, query: CallbackQuery) -> Incoming:
-    """A button press as an Incoming."""
-    return Incoming(kind="button", payload=query.data or "", **_base(update, query.from_user))
-
-
-def pre_checkout_to_incoming(update: Update, query: PreCheckoutQuery) -> Incoming:
-    """A pre-checkout query as an Incoming."""
-    info = PaymentInfo(
-        currency=query.currency,
-        amount=query.total_amount,
-        invoice_payload=query.invoice_payload,
-        query_id=query.id,
-        provider="telegram_stars",
-    )
-    return Incoming(kind="pre_checkout", payment=info, **_base(update, query.from_user))
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -132,27 +70,11 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Split a long text at line breaks into pieces Telegram accepts."""
-    if len(text) <= limit:
-        return [text]
-    pieces, current = [], ""
-    for line in text.split("\n"):
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit and current:
-            pieces.append(current)
-            candidate = line
-        current = candidate[:limit]
-    return pieces + [current]
-
-
 def bot_commands(locale: str, commands: Iterable[tuple[str, bool]]) -> list[BotCommand]:
     """The learner commands with their descriptions in one locale."""
-    t = Translator(locale, None)
     return [
-        BotCommand(command=name, description=t(f"cmd.{name}")[:256])
-        for name, admin in commands
-        if not admin and has_message(f"cmd.{name}")
+        BotCommand(command=name, description=description)
+        for name, description in command_descriptions(locale, commands)
     ]
 
 
@@ -206,15 +128,7 @@ class AiogramChannel(Channel):
         )
 
     async def _deliver(self, msg: Incoming, outputs) -> None:
-        for output in outputs:
-            if not isinstance(output, Reply):
-                continue
-            channel = self.app.channels.get(output.to.channel) if output.to else self
-            user_ref = output.to.user_ref if output.to else msg.user_ref
-            try:
-                await channel.send(user_ref, output)
-            except ChannelError as error:
-                log.warning("reply to %s not delivered: %s", msg.user_ref, error)
+        await deliver(self.app, self, msg, outputs)
 
     async def _safely(self, call) -> None:
         try:

@@ -1,0 +1,477 @@
+"""Telegram through python-telegram-bot 22: the second Telegram runtime (`TELEGRAM_RUNTIME=ptb`).
+
+Behaviour is the aiogram adapter's (`telegram_aiogram.py`): the same conversion to `Incoming`
+(`telegram_common`), the same core, inline keyboards, Stars invoices and refunds, setMyCommands
+in zh and en, the same error mapping for the sender. What differs is how updates come in:
+
+* **Confirmed only after commit.** PTB's own `Updater` confirms an update (advances the
+  getUpdates offset) as soon as it is queued, so a crash loses it. We do not use the Updater:
+  `_poll` calls `bot.get_updates(offset=…)` itself and the offset only ever moves past updates
+  whose `Application.process_update` returned — i.e. whose unit of work committed and whose
+  replies were sent. An update in flight when the process dies is fetched again by the next
+  process; the inbox drops the ones that had committed. In webhook mode `/telegram` on our one
+  web server answers 200 only after processing (500 if processing failed: Telegram retries).
+* **Pre-checkout never waits.** A `pre_checkout_query` is dispatched at once in its own task; other
+  updates run in per-chat lanes (in order within a chat, a few chats at a time), so a slow handler
+  in one chat delays neither payments nor other learners. While updates are in flight the poller
+  keeps polling (a short tick) to see new ones; Telegram keeps returning the unconfirmed ones,
+  which are skipped.
+* **Nothing of PTB's that must survive a restart:** no JobQueue, no persistence, no
+  AIORateLimiter. Rate limits, retries and proactive sends stay in our outbox and sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import warnings
+from datetime import timedelta
+
+from aiohttp import web
+from telegram import (
+    BotCommand,
+    BotCommandScopeDefault,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    LabeledPrice,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    Defaults,
+    MessageHandler,
+    PreCheckoutQueryHandler,
+    filters,
+)
+
+from bot.channels.base import Channel
+from bot.channels.telegram_common import (
+    ALLOWED_UPDATES,
+    MAX_BUTTON_LABEL,
+    MAX_CAPTION,
+    NAME,
+    PROVIDER,
+    SECRET_HEADER,
+    WEBHOOK_PATH,
+    callback_to_incoming,
+    command_descriptions,
+    deliver,
+    message_to_incoming,
+    pre_checkout_to_incoming,
+    split_text,
+)
+from bot.core import (
+    ChannelError,
+    PreCheckoutAnswer,
+    RateLimited,
+    RejectedMessage,
+    Reply,
+    Unreachable,
+)
+from bot.i18n import LOCALES, STARS
+
+log = logging.getLogger(__name__)
+
+#: Long-poll timeout (s) while nothing is in flight.
+POLL_TIMEOUT = 25
+#: Seconds between polls while updates are in flight (Telegram keeps returning those).
+BUSY_TICK = 0.05
+#: Chats handled at the same time (each chat's updates stay in order).
+LANES = 4
+#: Attempts at an update whose processing raised (the inbox makes a retry safe).
+ATTEMPTS = 3
+RETRY_DELAY = 0.5
+#: Seconds `stop` waits for updates in flight before abandoning them (they come again).
+STOP_GRACE = 10.0
+
+
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    """Button rows as an inline keyboard."""
+    if not reply.buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(b.label[:MAX_BUTTON_LABEL], callback_data=b.payload)
+                for b in row
+            ]
+            for row in reply.buttons
+        ]
+    )
+
+
+def bot_commands(locale: str, commands) -> list[BotCommand]:
+    """The learner commands with their descriptions in one locale."""
+    return [
+        BotCommand(name, description)
+        for name, description in command_descriptions(locale, commands)
+    ]
+
+
+def retry_seconds(error: RetryAfter) -> float:
+    """`retry_after` in seconds (PTB 22 moves it from int to timedelta)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def lane_of(update: Update) -> str:
+    """The ordering key of an update: its chat (or user); pre-checkout has its own lane."""
+    chat = update.effective_chat
+    user = update.effective_user
+    return f"c{chat.id}" if chat else f"u{user.id}" if user else f"x{update.update_id}"
+
+
+class UpdateTracker:
+    """Which fetched updates are done, and the getUpdates offset that is safe to send.
+
+    The offset is the lowest update id not yet done: every update below it has been processed
+    (committed); everything from it on is fetched again after a crash.
+    """
+
+    def __init__(self) -> None:
+        self.confirmed_below: int | None = None
+        self._open: dict[int, bool] = {}
+
+    def offset(self) -> int | None:
+        """What to send as getUpdates `offset` now."""
+        offset = self.confirmed_below
+        for update_id in sorted(self._open):
+            if not self._open[update_id]:
+                return update_id
+            offset = update_id + 1
+        return offset
+
+    def confirmed(self, offset: int | None) -> None:
+        """Telegram accepted `offset`: forget the updates below it."""
+        if offset is None:
+            return
+        self.confirmed_below = offset
+        for update_id in [u for u in self._open if u < offset]:
+            del self._open[update_id]
+
+    def is_new(self, update_id: int) -> bool:
+        """Not seen yet (neither in flight nor confirmed)."""
+        below = self.confirmed_below
+        return update_id not in self._open and (below is None or update_id >= below)
+
+    def started(self, update_id: int) -> None:
+        """An update was taken for processing."""
+        self._open[update_id] = False
+
+    def done(self, update_id: int) -> None:
+        """An update's processing returned (committed, replies sent)."""
+        if update_id in self._open:
+            self._open[update_id] = True
+
+    @property
+    def in_flight(self) -> int:
+        """Updates taken and not done."""
+        return sum(1 for done in self._open.values() if not done)
+
+
+class PtbChannel(Channel):
+    """The Telegram channel on python-telegram-bot; sends replies and refunds Stars payments."""
+
+    name = NAME
+    currency = STARS
+    payment_provider = PROVIDER
+
+    def __init__(
+        self,
+        app,
+        *,
+        poll_timeout: float = POLL_TIMEOUT,
+        lanes: int = LANES,
+        busy_tick: float = BUSY_TICK,
+    ) -> None:
+        self.app = app
+        settings = app.settings
+        api = settings.telegram_api_url.rstrip("/")
+        self.application: Application = (
+            ApplicationBuilder()
+            .token(settings.telegram_bot_token.get_secret_value())
+            .base_url(f"{api}/bot")
+            .base_file_url(f"{api}/file/bot")
+            .defaults(Defaults(parse_mode=ParseMode.HTML))
+            .updater(None)  # we poll ourselves: the offset moves only after commit
+            .job_queue(None)  # reminders live in our database, not in PTB's memory
+            .build()
+        )
+        self.bot = self.application.bot
+        self.application.add_handler(
+            MessageHandler(filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE, self._on_message)
+        )
+        self.application.add_handler(CallbackQueryHandler(self._on_callback))
+        self.application.add_handler(PreCheckoutQueryHandler(self._on_pre_checkout))
+        self.application.add_error_handler(self._on_error)
+        self.poll_timeout = poll_timeout
+        self.busy_tick = busy_tick
+        self.tracker = UpdateTracker()
+        self._lanes = asyncio.Semaphore(lanes)
+        self._lane_tails: dict[str, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._progress = asyncio.Event()
+        self._failed: set[int] = set()
+        self._polling: asyncio.Task | None = None
+        self._stopping = False
+        self._initialized = False
+
+    # ------------------------------------------------------------------ PTB callbacks
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or message.from_user is None:
+            return
+        msg = message_to_incoming(update, message)
+        await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg))
+
+    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        # Answer first so the button stops spinning even if handling takes a while.
+        with contextlib.suppress(BadRequest, NetworkError):
+            await query.answer()
+        msg = callback_to_incoming(update, query)
+        await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg))
+
+    async def _on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.pre_checkout_query
+        msg = pre_checkout_to_incoming(update, query)
+        outputs = await self.app.dispatcher.dispatch(msg)
+        answer = next((o for o in outputs if isinstance(o, PreCheckoutAnswer)), None)
+        if answer is None:  # a redelivered query: it was answered the first time
+            return
+        try:
+            await self.bot.answer_pre_checkout_query(
+                query.id, ok=answer.ok, error_message=None if answer.ok else answer.error
+            )
+        except TelegramError as error:  # too late or already answered: nothing to retry
+            log.warning("pre-checkout answer not accepted: %s", error)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("processing Telegram update failed", exc_info=context.error)
+        if isinstance(update, Update):
+            self._failed.add(update.update_id)
+
+    async def process(self, update: Update) -> bool:
+        """Run one update through the core; False when processing raised (not committed)."""
+        self._failed.discard(update.update_id)
+        await self.application.process_update(update)
+        if update.update_id in self._failed:
+            self._failed.discard(update.update_id)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, user_ref: str, reply: Reply) -> None:
+        """Send one reply; Telegram errors become the core's ChannelError kinds."""
+        try:
+            await self._send(int(user_ref), reply)
+        except RetryAfter as error:
+            raise RateLimited(retry_seconds(error), str(error)) from error
+        except Forbidden as error:
+            raise Unreachable(str(error)) from error
+        except BadRequest as error:
+            raise RejectedMessage(str(error)) from error
+        except TelegramError as error:  # network, timeouts, server errors, conflicts
+            raise ChannelError(str(error)) from error
+
+    async def _send(self, chat_id: int, reply: Reply) -> None:
+        markup = keyboard(reply)
+        if reply.image is not None:
+            photo = InputFile(reply.image, filename="chart.png")
+            await self.bot.send_photo(
+                chat_id, photo, caption=reply.text[:MAX_CAPTION] or None, reply_markup=markup
+            )
+        elif reply.text:
+            pieces = split_text(reply.text)
+            for n, piece in enumerate(pieces):
+                last = n == len(pieces) - 1
+                await self.bot.send_message(chat_id, piece, reply_markup=markup if last else None)
+        if reply.invoice is not None:
+            invoice = reply.invoice
+            await self.bot.send_invoice(
+                chat_id,
+                title=invoice.title,
+                description=invoice.description,
+                payload=invoice.payload,
+                currency=invoice.currency,
+                prices=[LabeledPrice(invoice.label, invoice.amount)],
+            )
+
+    async def refund(self, user_ref: str, charge_id: str) -> None:
+        """Refund a Stars payment."""
+        try:
+            await self.bot.refund_star_payment(int(user_ref), charge_id)
+        except TelegramError as error:
+            raise ChannelError(str(error)) from error
+
+    async def set_commands(self) -> None:
+        """Publish the learner commands in zh and en."""
+        commands = self.app.dispatcher.router.help
+        for locale in LOCALES:
+            await self.bot.set_my_commands(
+                bot_commands(locale, commands),
+                scope=BotCommandScopeDefault(),
+                language_code=locale,
+            )
+        default = self.app.settings.default_locale
+        await self.bot.set_my_commands(bot_commands(default, commands))
+
+    # ------------------------------------------------------------------ webhook
+
+    def _webhook_secret(self) -> str | None:
+        secret = self.app.settings.telegram_webhook_secret
+        return secret.get_secret_value() if secret else None
+
+    def add_routes(self, web_app: web.Application) -> None:
+        """In webhook mode, serve `/telegram` on the one web application."""
+        if self.app.settings.telegram_webhook_url:
+            web_app.router.add_post(WEBHOOK_PATH, self._on_webhook)
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        secret = self._webhook_secret()
+        given = request.headers.get(SECRET_HEADER, "")
+        if secret and not hmac.compare_digest(given.encode(), secret.encode()):
+            return web.Response(status=401, text="wrong secret token")
+        try:
+            update = Update.de_json(await request.json(), self.bot)
+        except Exception:  # not JSON, or not an Update
+            return web.Response(status=400, text="not an update")
+        # Telegram gets its 200 only after the update committed; a failure makes it retry.
+        return web.Response(status=200 if await self.process(update) else 500)
+
+    # ------------------------------------------------------------------ polling
+
+    async def start(self) -> None:
+        """Publish commands, then poll, or register the webhook when TELEGRAM_WEBHOOK_URL is set
+        (its route is on the web server: `add_routes`)."""
+        await self.application.initialize()
+        self._initialized = True
+        await self.set_commands()
+        settings = self.app.settings
+        if settings.telegram_webhook_url:
+            await self.bot.set_webhook(
+                settings.telegram_webhook_url,
+                secret_token=self._webhook_secret(),
+                allowed_updates=ALLOWED_UPDATES,
+            )
+            return
+        await self.bot.delete_webhook(drop_pending_updates=False)
+        self._polling = asyncio.create_task(self._poll(), name="ptb-polling")
+
+    async def _poll(self) -> None:
+        delay = 0.0
+        while not self._stopping:
+            offset = self.tracker.offset()
+            busy = self.tracker.in_flight > 0
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset,
+                    timeout=0 if busy else self.poll_timeout,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+            except RetryAfter as error:
+                await asyncio.sleep(retry_seconds(error))
+                continue
+            except TelegramError as error:  # network trouble, 409 conflict, 5xx
+                delay = min(30.0, max(0.5, delay * 2))
+                log.warning("getUpdates failed (%s); again in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                continue
+            delay = 0.0
+            self.tracker.confirmed(offset)
+            fresh = [u for u in updates if self.tracker.is_new(u.update_id)]
+            # Payments first: a pre-checkout answer has a 10 s deadline.
+            fresh.sort(key=lambda u: u.pre_checkout_query is None)
+            for update in fresh:
+                self._schedule(update)
+            if self.tracker.in_flight and not fresh:
+                # Only updates still in flight came back: wait for one to finish, or a tick
+                # to look for new ones (a pre-checkout must not wait for a slow handler).
+                # (asyncio.timeout, not wait_for: on 3.11 wait_for can turn a cancel that
+                # meets its timeout into TimeoutError, and the loop would never stop.)
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.busy_tick):
+                        await self._progress.wait()
+
+    def _schedule(self, update: Update) -> None:
+        self.tracker.started(update.update_id)
+        if update.pre_checkout_query is not None:
+            coro = self._run(update)
+        else:
+            lane = lane_of(update)
+            coro = self._run(update, after=self._lane_tails.get(lane), lane=lane)
+        task = asyncio.create_task(coro, name=f"ptb-update-{update.update_id}")
+        if update.pre_checkout_query is None:
+            self._lane_tails[lane] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, update: Update, after: asyncio.Task | None = None, lane: str | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        try:
+            if lane is None:
+                await self._attempts(update)
+            else:
+                async with self._lanes:
+                    await self._attempts(update)
+        finally:
+            if lane is not None and self._lane_tails.get(lane) is asyncio.current_task():
+                del self._lane_tails[lane]
+        self.tracker.done(update.update_id)
+        self._progress.set()
+
+    async def _attempts(self, update: Update) -> None:
+        for attempt in range(1, ATTEMPTS + 1):
+            if await self.process(update):
+                return
+            if attempt < ATTEMPTS:
+                await asyncio.sleep(RETRY_DELAY * attempt)
+        log.error("giving up on update %s after %s attempts", update.update_id, ATTEMPTS)
+
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: updates in flight neither commit nor get confirmed."""
+        tasks = [t for t in (self._polling, *self._tasks) if t is not None]
+        self._polling, self._stopping = None, True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._shutdown()
+
+    async def stop(self) -> None:
+        """Stop polling, let updates in flight finish, confirm them, close the HTTP pools."""
+        polling, self._polling = self._polling, None
+        self._stopping = True
+        if polling is not None:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
+            if self._tasks:
+                _, late = await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
+                for task in late:  # abandoned: fetched again by the next process
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            offset = self.tracker.offset()
+            if offset is not None and offset != self.tracker.confirmed_below:
+                with contextlib.suppress(TelegramError):
+                    await self.bot.get_updates(offset=offset, timeout=0, limit=1)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._initialized:
+            self._initialized = False
+            await self.application.shutdown()
