@@ -12,14 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.settings import Settings  # noqa: E402
-from bot.textindex import SimilarityIndex, warm_up  # noqa: E402
+from bot.textindex import TextIndex, warm_up  # noqa: E402
 
 PAIRS = ROOT / "tests" / "data" / "faq_pairs.json"
 
 
 def scores(data: dict, threshold: float) -> dict[str, tuple[float, float, int]]:
     """Precision, recall and pair count per language and overall."""
-    index = SimilarityIndex({e["id"]: e["question"] for e in data["faq"]})
+    index = TextIndex({e["id"]: e["question"] for e in data["faq"]})
     tally: dict[str, list[int]] = {}
     for pair in data["pairs"]:
         wanted = pair["faq"] if isinstance(pair["faq"], list) else [pair["faq"]]
@@ -48,7 +48,7 @@ def main() -> None:
     base = [e["question"] for e in data["faq"]]
     docs = {n: f"{base[n % len(base)]} 第{n}讲 topic{n} 练习{n % 97}" for n in range(1000)}
     started = time.perf_counter()
-    index = SimilarityIndex(docs)
+    index = TextIndex(docs)
     build = time.perf_counter() - started
     queries = [p["query"] for p in data["pairs"]]
     timings = []

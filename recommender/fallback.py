@@ -1,41 +1,32 @@
-"""Cold start: popularity in the browsed categories blended with jieba TF-IDF content similarity.
+"""Cold start: popularity in the browsed categories blended with content similarity.
 
-TF-IDF is written here with numpy/scipy.sparse rather than taken from a library: scikit-learn's
-``TfidfVectorizer`` is not a dependency (and would be a large one for ~30 lines), and
-``jieba.analyse`` ships a fixed, general-purpose IDF table for keyword extraction, not document
-vectors weighted by our own catalogue. jieba does the hard part, the Chinese word segmentation.
+Content similarity is the cosine of the courses' BM25 term vectors from the bot's one text index
+(:mod:`bot.textindex`: jieba tokens, one stop-word list, one cache policy), the same index that
+serves course search and the FAQ matcher.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import jieba
 import numpy as np
-from scipy import sparse
 
+from bot import textindex
+from bot.textindex import STOPWORDS, TextIndex, tokenize
 from recommender.entities import CourseInfo, Suggestion
 
-jieba.setLogLevel(logging.WARNING)
-
-_WORD = re.compile(r"[0-9a-z\u4e00-\u9fff]")
-STOPWORDS = frozenset({
-    "the", "and", "for", "with", "from", "into", "your", "you", "our", "are", "how", "what",
-    "this", "that", "course", "courses", "learn", "课程", "一个", "我们", "你的", "如何", "学会",
-    "学习",
-})
-
-
-def tokenize(text: str) -> list[str]:
-    """Split zh+en text into lower-case jieba search tokens, minus stop words and 1-char noise."""
-    tokens = jieba.lcut_for_search(text.lower())
-    return [t for t in tokens if len(t) > 1 and _WORD.search(t) and t not in STOPWORDS]
+__all__ = [
+    "STOPWORDS",
+    "ContentIndex",
+    "FallbackParams",
+    "IndexCache",
+    "cold_start",
+    "course_documents",
+    "popularity_prior",
+    "tokenize",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,61 +41,27 @@ class FallbackParams:
     similar_threshold: float = 0.15
 
 
-class ContentIndex:
-    """L2-normalised TF-IDF vectors (sublinear tf, smoothed idf) of every catalogue course."""
+def course_documents(catalog: Sequence[CourseInfo]) -> dict[int, str]:
+    """The text the recommender compares courses by (titles, descriptions, category names)."""
+    return {course.id: course.text() for course in catalog}
+
+
+class ContentIndex(TextIndex):
+    """The text index of catalogue courses; ``similarity`` is the cosine of two courses."""
 
     def __init__(self, catalog: Sequence[CourseInfo]):
-        self.row = {course.id: pos for pos, course in enumerate(catalog)}
-        docs = [tokenize(course.text()) for course in catalog]
-        vocab: dict[str, int] = {}
-        rows, cols, vals = [], [], []
-        for r, doc in enumerate(docs):
-            counts: dict[int, int] = {}
-            for tok in doc:
-                col = vocab.setdefault(tok, len(vocab))
-                counts[col] = counts.get(col, 0) + 1
-            rows += [r] * len(counts)
-            cols += list(counts)
-            vals += [1.0 + np.log(c) for c in counts.values()]
-        shape = (len(docs), max(len(vocab), 1))
-        tf = sparse.csr_matrix((vals, (rows, cols)), shape=shape)
-        df = np.bincount(cols, minlength=shape[1])
-        idf = np.log((1.0 + len(docs)) / (1.0 + df)) + 1.0
-        tfidf = tf @ sparse.diags(idf)
-        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1)).ravel())
-        norms[norms == 0] = 1.0
-        self.matrix = sparse.csr_matrix(sparse.diags(1.0 / norms) @ tfidf)
-
-    def similarity(self, ids: Sequence[int], anchors: Sequence[int]) -> np.ndarray:
-        """Cosine similarity matrix (len(ids) x len(anchors)); unknown ids score 0."""
-        out = np.zeros((len(ids), len(anchors)))
-        a_pos = [(j, self.row[a]) for j, a in enumerate(anchors) if a in self.row]
-        i_pos = [(j, self.row[i]) for j, i in enumerate(ids) if i in self.row]
-        if not a_pos or not i_pos:
-            return out
-        block = self.matrix[[p for _, p in i_pos]] @ self.matrix[[p for _, p in a_pos]].T
-        out[np.ix_([j for j, _ in i_pos], [j for j, _ in a_pos])] = block.toarray()
-        return out
+        super().__init__(course_documents(catalog))
 
 
 class IndexCache:
-    """Rebuilds the content index only when the catalogue text changes."""
+    """The text index of the catalogue, rebuilt only when a course text changes."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._key: str | None = None
-        self._index: ContentIndex | None = None
+        self._cache = textindex.IndexCache(size=2)
 
-    def get(self, catalog: Sequence[CourseInfo]) -> ContentIndex:
+    def get(self, catalog: Sequence[CourseInfo]) -> TextIndex:
         """Return the index for this catalogue, building it if the text changed."""
-        digest = hashlib.sha1(usedforsecurity=False)
-        for course in catalog:
-            digest.update(f"{course.id}\x1f{course.text()}\x1e".encode())
-        key = digest.hexdigest()
-        with self._lock:
-            if key != self._key or self._index is None:
-                self._index, self._key = ContentIndex(catalog), key
-            return self._index
+        return self._cache.get(course_documents(catalog))
 
 
 def popularity_prior(ids: Iterable[int], popularity: Mapping[int, float]) -> np.ndarray:
@@ -127,7 +84,7 @@ def cold_start(
     anchors: Sequence[int],
     browsed: set[str],
     popularity: Mapping[int, float],
-    index: ContentIndex,
+    index: TextIndex,
     now: datetime,
     n: int,
     params: FallbackParams | None = None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot.textindex import SimilarityIndex
+from bot.textindex import TextIndex
 from storage.models import Interaction, Question
 from tests.conftest import ADMIN_TG, make_settings
 from tests.fakes.telegram_api import has
@@ -41,7 +41,7 @@ async def interaction_kinds(app) -> list[str]:
 
 def match_all(threshold: float) -> tuple[float, float, list]:
     """Precision, recall and the mistakes of FAQ matching over the labelled pairs."""
-    index = SimilarityIndex({e["id"]: e["question"] for e in PAIRS["faq"]})
+    index = TextIndex({e["id"]: e["question"] for e in PAIRS["faq"]})
     true_pos = predicted = positives = 0
     mistakes = []
     for pair in PAIRS["pairs"]:
@@ -68,7 +68,7 @@ def test_faq_pairs_precision_and_recall():
 
 def test_chinese_paraphrase_matches_and_unrelated_does_not():
     """A Chinese paraphrase finds its FAQ entry; an unrelated question finds nothing."""
-    index = SimilarityIndex({e["id"]: e["question"] for e in PAIRS["faq"]})
+    index = TextIndex({e["id"]: e["question"] for e in PAIRS["faq"]})
     threshold = make_settings("sqlite+aiosqlite://").faq_match_threshold
     assert index.best("错过了直播还能看录播回放吗？", threshold)[0] == 1
     assert index.best("完全没有基础可以学习吗", threshold)[0] == 5
@@ -79,7 +79,7 @@ def test_chinese_paraphrase_matches_and_unrelated_does_not():
 def test_matching_one_question_against_1000_faq_is_fast():
     """One question against a 1,000-entry FAQ takes well under 50 ms."""
     base = [e["question"] for e in PAIRS["faq"]]
-    index = SimilarityIndex({n: f"{base[n % len(base)]} 第{n}讲 topic{n}" for n in range(1000)})
+    index = TextIndex({n: f"{base[n % len(base)]} 第{n}讲 topic{n}" for n in range(1000)})
     started = time.perf_counter()
     index.best("没赶上直播，能看回放吗", 0.25)
     assert time.perf_counter() - started < 0.05
