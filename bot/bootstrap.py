@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.core import Channels, Clock, Dispatcher, SystemClock
 from bot.settings import Settings
-from bot.textindex import warm_up
+from bot.textindex import warm_up_in_background
 from handlers import build_router
 from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade_engine
@@ -86,7 +86,7 @@ async def build_app(
         "app": None,  # TODO(issue 10): removed once no handler asks for the whole app
         **extra_deps,
     }
-    warm_up()
+    warm_up_in_background()  # the first search may wait for jieba; nothing else does
     dispatcher = Dispatcher(build_router(), uow, deps)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps)
     deps["app"] = app
