@@ -38,6 +38,24 @@ class Settings(BaseSettings):
     wechat_app_secret: SecretStr | None = None
     wechat_aes_key: SecretStr | None = None
     wechat_api_url: str = "https://api.weixin.qq.com/cgi-bin/"
+    # WeChat Official Account behaviour (issue 11).
+    wechat_aes_key_previous: SecretStr | None = None
+    wechat_reply_budget_seconds: float = Field(default=3.0, gt=0, le=4.5)
+    wechat_max_body_bytes: int = Field(default=65536, ge=1024)
+    wechat_template_id: str | None = None
+    wechat_send_rate_per_second: float = Field(default=20.0, gt=0)
+    wechat_token_refresh_margin_seconds: int = Field(default=240, ge=60)
+    wechat_token_wait_seconds: float = Field(default=3.0, gt=0)
+    wechatpay_mch_id: str | None = None
+    wechatpay_cert_serial_no: str | None = None
+    wechatpay_private_key_path: str | None = None
+    wechatpay_apiv3_key: SecretStr | None = None
+    wechatpay_api_url: str = "https://api.mch.weixin.qq.com"
+    wechatpay_public_key_path: str | None = None
+    wechatpay_public_key_id: str | None = None
+    wechatpay_notify_url: str | None = None
+    wechatpay_order_expire_minutes: int = Field(default=120, ge=5)
+    wechatpay_query_after_seconds: int = Field(default=60, ge=0)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     admins: Annotated[frozenset[str], NoDecode] = frozenset()
@@ -124,5 +142,7 @@ class Settings(BaseSettings):
             self.wechat_token,
             self.wechat_app_secret,
             self.wechat_aes_key,
+            self.wechat_aes_key_previous,
+            self.wechatpay_apiv3_key,
         )
         return [f.get_secret_value() for f in fields if f and f.get_secret_value()]

@@ -19,6 +19,12 @@ FEATURES = [
     "questions",
     "live",
     "announce",
+    "link",
+    "stats",
+    "coupons",
+    "export",
+    "roles",
+    "mydata",
 ]
 
 

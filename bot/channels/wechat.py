@@ -1,0 +1,713 @@
+"""The WeChat Official Account channel (wechatpy) and WeChat Pay APIv3 Native (wechatpayv3).
+
+HTTP routes on the one web server:
+
+- `GET /wechat`: the console's URL check (signature verified, `echostr` echoed).
+- `POST /wechat`: messages and events, plain or safe mode (`encrypt_type=aes`). A bad
+  signature answers 403 before anything is parsed. Bodies over `WECHAT_MAX_BODY_BYTES` are
+  refused unread (413); XML with a DTD or entities (XXE, billion laughs) is refused by
+  defusedxml (400). Updates are deduplicated by MsgId, events by FromUserName+CreateTime
+  (the inbox), and a redelivery of an update still being handled answers `success` at once.
+- `POST /wechat/pay/notify`: WeChat Pay notifications (signature verified, resource
+  decrypted, amount checked against the order) become `payment` updates of the core.
+
+Answers: a handler that finishes within `WECHAT_REPLY_BUDGET_SECONDS` gets a passive reply
+(several replies and their buttons become one numbered text); otherwise WeChat gets `success`
+and the replies follow as customer-service messages. Typed numbers choose the numbered options
+last shown (kept in the database, so every worker sees them).
+
+Outgoing calls use wechatpy's synchronous client in worker threads (`asyncio.to_thread`) with
+`auto_retry=False` and the access token read from the database (`wechat_token.TokenKeeper`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from aiohttp import web
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, fromstring
+from wechatpy import parse_message
+from wechatpy.client import WeChatClient
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.events import (
+    ClickEvent,
+    ScanEvent,
+    SubscribeEvent,
+    SubscribeScanEvent,
+    UnsubscribeEvent,
+)
+from wechatpy.exceptions import InvalidSignatureException, WeChatClientException
+from wechatpy.messages import BaseMessage, TextMessage, UnknownMessage
+from wechatpy.replies import TextReply
+from wechatpy.utils import check_signature
+
+from bot.channels.base import Channel
+from bot.channels.text import plain
+from bot.channels.wechat_pay import Transaction, WeChatPayGateway, configured
+from bot.channels.wechat_token import TokenKeeper
+from bot.core import (
+    Button,
+    ChannelError,
+    Incoming,
+    Invoice,
+    PaymentInfo,
+    RateLimited,
+    RejectedMessage,
+    Reply,
+    Unreachable,
+)
+from bot.i18n import CNY, translator_for
+
+log = logging.getLogger(__name__)
+NAME = "wechat"
+PROVIDER = "wechatpay"
+SUCCESS = "success"
+#: Customer-service text limit is 2048 bytes; split below it at line breaks.
+MAX_TEXT_BYTES = 2000
+MAX_PAY_NOTIFY_BYTES = 64 * 1024
+TOKEN_ERRORS = {40001, 40014, 42001}
+UNREACHABLE_ERRORS = {40003, 43004, 43019}  # bad openid, not following, blocked us
+OUTSIDE_WINDOW = 45015
+RATE_ERRORS = {45009, 45011}
+REPLY_LIMIT_ERRORS = {45047}  # over the customer-service quota of the window
+CLOSED_STATES = {"CLOSED", "REVOKED", "PAYERROR"}
+SCENE_PREFIX = "qrscene_"
+#: Seconds between two "last seen" writes for one user (per process).
+SEEN_EVERY = 60.0
+
+
+class BadRequest(Exception):
+    """A request refused before it reaches the core (size, XML)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def check_xml(data: bytes | str) -> None:
+    """Refuse XML with a DTD, entities or external references, or that does not parse."""
+    try:
+        fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (DefusedXmlException, ParseError, ValueError) as error:
+        raise BadRequest(400, f"refused XML: {type(error).__name__}") from error
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, or 413 when it is (or claims to be) longer than `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(413, "body too large")
+    data = bytearray()
+    while True:
+        chunk = await request.content.read(limit + 1 - len(data))
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise BadRequest(413, "body too large")
+
+
+def options_key(user_ref: str) -> str:
+    """The kv key of the numbered options last shown to a WeChat user."""
+    return f"wechat:options:{user_ref}"
+
+
+def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:
+    """Replies as one plain text with options numbered across all of them."""
+    lines: list[str] = []
+    options: list[Button] = []
+    for reply in replies:
+        block = [plain(reply.text)] if reply.text else []
+        for button in (b for row in reply.buttons for b in row):
+            options.append(button)
+            block.append(f"{len(options)}. {plain(button.label)}")
+        if block:
+            lines.append("\n".join(block))
+    return "\n\n".join(lines), options
+
+
+def split_bytes(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
+    """Split text at line breaks into pieces of at most `limit` UTF-8 bytes."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line.encode()) > limit:  # one very long line: cut by characters
+            cut = len(line.encode()[:limit].decode("utf-8", "ignore"))
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:cut])
+            line = line[cut:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate.encode()) > limit:
+            pieces.append(current)
+            candidate = line
+        current = candidate
+    if current or not pieces:
+        pieces.append(current)
+    return pieces
+
+
+def qr_png(data: str) -> bytes:
+    """A QR code of `data` as PNG (segno, pure Python)."""
+    import segno
+
+    out = io.BytesIO()
+    segno.make(data, error="m").save(out, kind="png", scale=8, border=2)
+    return out.getvalue()
+
+
+def order_id_of(payload: str) -> int | None:
+    """The order id in an invoice payload `order:<id>`."""
+    prefix, _, number = payload.partition(":")
+    return int(number) if prefix == "order" and number.isdigit() else None
+
+
+def scene_command(key: str) -> tuple[str, str]:
+    """A QR scene (`qrscene_course_5` on follow, `course_5` on scan) as /start arguments."""
+    scene = key[len(SCENE_PREFIX) :] if key.startswith(SCENE_PREFIX) else key
+    return "start", scene if scene.startswith("course_") else ""
+
+
+def is_passive(reply: Reply) -> bool:
+    """True when a reply can be part of a passive text answer."""
+    return reply.image is None and reply.invoice is None and reply.to is None
+
+
+class WeChatChannel(Channel):
+    """A WeChat Official Account (公众号) on the same core, paying through WeChat Pay."""
+
+    name = NAME
+    currency = CNY
+    payment_provider = PROVIDER
+
+    def __init__(self, app, refresher: bool | None = None) -> None:
+        self.app = app
+        settings = self.settings = app.settings
+        self.token = settings.wechat_token.get_secret_value()
+        self.appid = settings.wechat_app_id
+        keys = [settings.wechat_aes_key, settings.wechat_aes_key_previous]
+        self.cryptos = [
+            WeChatCrypto(self.token, key.get_secret_value(), self.appid)
+            for key in keys
+            if key and key.get_secret_value()
+        ]
+        self.tokens = TokenKeeper(app, refresher=refresher)
+        self.pay = WeChatPayGateway(settings) if configured(settings) else None
+        self.api_base = settings.wechat_api_url.rstrip("/") + "/"
+        self._requests = requests.Session()
+        self._client: WeChatClient | None = None
+        self._client_token: str | None = None
+        self._inflight: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        self._seen: dict[str, float] = {}  # user -> monotonic time of the last `seen` write
+        self.seen_every = SEEN_EVERY
+        self._shown: dict[str, list] = {}  # user -> options this process stored last
+
+    # --- routes -------------------------------------------------------------------------
+
+    def add_routes(self, web_app: web.Application) -> None:
+        """`/wechat` (GET check, POST messages) and `/wechat/pay/notify`."""
+        web_app.router.add_get("/wechat", self._on_check)
+        web_app.router.add_post("/wechat", self._on_post)
+        web_app.router.add_post("/wechat/pay/notify", self._on_pay_notify)
+
+    async def stop(self) -> None:
+        """Let replies being delivered finish (briefly), then close connections."""
+        pending = list(self._background) + list(self._inflight.values())
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        self._requests.close()
+
+    def _signed(self, query) -> bool:
+        try:
+            check_signature(
+                self.token,
+                query.get("signature", ""),
+                query.get("timestamp", ""),
+                query.get("nonce", ""),
+            )
+        except InvalidSignatureException:
+            return False
+        return True
+
+    async def _on_check(self, request: web.Request) -> web.Response:
+        if not self._signed(request.query):
+            return web.Response(status=403, text="forbidden")
+        return web.Response(text=request.query.get("echostr", ""))
+
+    async def _on_post(self, request: web.Request) -> web.Response:
+        query = request.query
+        if not self._signed(query):
+            return web.Response(status=403, text="forbidden")
+        safe = query.get("encrypt_type", "raw").lower() == "aes"
+        try:
+            body = await read_limited(request, self.settings.wechat_max_body_bytes)
+            check_xml(body)
+            xml = self._decrypt(body, query) if safe else body.decode("utf-8")
+            if safe:
+                check_xml(xml)
+            message = parse_message(xml)
+        except BadRequest as error:
+            log.warning("refused a /wechat request: %s", error)
+            return web.Response(status=error.status, text=str(error))
+        except InvalidSignatureException:
+            return web.Response(status=403, text="forbidden")
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+            log.warning("unreadable /wechat message: %s", type(error).__name__)
+            return web.Response(status=400, text="bad message")
+        if message is None:
+            return web.Response(text=SUCCESS)
+        answer = await self._answer(message)
+        if answer is None:
+            return web.Response(text=SUCCESS)
+        xml_out = TextReply(message=message, content=answer).render()
+        if safe:
+            nonce = query.get("nonce") or secrets.token_hex(8)
+            xml_out = self.cryptos[0].encrypt_message(xml_out, nonce, query.get("timestamp"))
+        return web.Response(text=xml_out, content_type="application/xml")
+
+    def _decrypt(self, body: bytes, query) -> str:
+        """Decrypt a safe-mode message with the current key, then the previous one."""
+        if not self.cryptos:
+            raise BadRequest(400, "safe mode needs WECHAT_AES_KEY")
+        last: Exception | None = None
+        for crypto in self.cryptos:
+            try:
+                return crypto.decrypt_message(
+                    body,
+                    query.get("msg_signature", ""),
+                    query.get("timestamp", ""),
+                    query.get("nonce", ""),
+                )
+            except InvalidSignatureException:
+                raise
+            except Exception as error:  # wrong key: bad padding or app id
+                last = error
+        raise BadRequest(400, f"cannot decrypt: {type(last).__name__}")
+
+    # --- inbound -------------------------------------------------------------------------
+
+    async def to_incoming(self, message: BaseMessage) -> Incoming | None:
+        """A parsed WeChat message or event as an Incoming (None: nothing to answer)."""
+        user = message.source
+        key = f"wx:msg:{message.id}" if message.id else f"wx:ev:{user}:{message.time}"
+        base = dict(channel=NAME, user_ref=user, update_key=key)
+        if isinstance(message, SubscribeScanEvent | ScanEvent):
+            command, args = scene_command(message.scene_id or "")
+            return Incoming(kind="command", command=command, args=args, **base)
+        if isinstance(message, SubscribeEvent):
+            await self._reachable(user)
+            command, args = scene_command(message.key or "")
+            return Incoming(kind="command", command=command, args=args, **base)
+        if isinstance(message, UnsubscribeEvent):
+            async with self.app.uow() as uow:
+                await uow.learners.mark_unreachable(NAME, user, self.app.clock.now())
+                await uow.commit()
+            return None
+        if isinstance(message, ClickEvent):
+            return self._menu_incoming(message.key or "", base)
+        if isinstance(message, TextMessage):
+            return await self._text_incoming(message.content or "", base)
+        if isinstance(message, UnknownMessage) or message.type == "event":
+            return None  # VIEW, template delivery reports, popups …: nothing to say
+        return Incoming(kind="command", command="help", **base)  # image, voice, location …
+
+    def _menu_incoming(self, key: str, base: dict) -> Incoming:
+        if key.startswith("cmd:"):
+            command, _, args = key[4:].partition(" ")
+            return Incoming(kind="command", command=command.lower(), args=args, **base)
+        return Incoming(kind="button", payload=key, **base)
+
+    async def _text_incoming(self, text: str, base: dict) -> Incoming:
+        text = text.strip()
+        if text.startswith("/"):
+            head, _, args = text[1:].partition(" ")
+            return Incoming(
+                kind="command", command=head.lower(), args=args.strip(), text=text, **base
+            )
+        if text.isdigit():
+            async with self.app.uow() as uow:
+                shown = await uow.kv.get(options_key(base["user_ref"]))
+            options = (shown or {}).get("options", [])
+            if 1 <= int(text) <= len(options):
+                return Incoming(kind="button", payload=options[int(text) - 1][1], **base)
+        return Incoming(kind="text", text=text, **base)
+
+    async def _reachable(self, user_ref: str) -> None:
+        async with self.app.uow() as uow:
+            await uow.learners.mark_reachable(NAME, user_ref)
+            await uow.commit()
+
+    async def _dispatch(self, msg: Incoming) -> list:
+        from services.linking import seen
+
+        outputs = await self.app.dispatcher.dispatch(msg)
+        now = time.monotonic()
+        if outputs and now - self._seen.get(msg.user_ref, -math.inf) >= self.seen_every:
+            self._seen[msg.user_ref] = now
+            async with self.app.uow() as uow:  # the channel used last gets proactive messages
+                await seen(uow, NAME, msg.user_ref)
+                await uow.commit()
+        return outputs
+
+    async def _answer(self, message: BaseMessage) -> str | None:
+        """Handle a message within the budget: the passive text, or None (`success`)."""
+        msg = await self.to_incoming(message)
+        if msg is None:
+            return None
+        if msg.update_key in self._inflight:  # WeChat's retry while we are still at it
+            return None
+        task = asyncio.create_task(self._dispatch(msg))
+        self._inflight[msg.update_key] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(msg.update_key, None))
+        done, _ = await asyncio.wait({task}, timeout=self.settings.wechat_reply_budget_seconds)
+        if not done:
+            log.info("%s took longer than the reply budget; following up", msg.update_key)
+            self._spawn(self._follow_up(msg.user_ref, task))
+            return None
+        try:
+            outputs = task.result()
+        except Exception:
+            log.exception("dispatch of %s failed", msg.update_key)
+            return None
+        replies = [o for o in outputs if isinstance(o, Reply)]
+        passive = [r for r in replies if is_passive(r)]
+        if not passive or len(passive) != len(replies):
+            if replies:
+                self._spawn(self._deliver(msg.user_ref, replies))
+            return None
+        text, options = render(passive)
+        if len(text.encode()) > MAX_TEXT_BYTES:
+            self._spawn(self._deliver(msg.user_ref, replies))
+            return None
+        await self._remember(msg.user_ref, options)
+        return text
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _follow_up(self, user_ref: str, task: asyncio.Task) -> None:
+        try:
+            outputs = await task
+        except Exception:
+            log.exception("slow dispatch failed")
+            return
+        await self._deliver(user_ref, [o for o in outputs if isinstance(o, Reply)])
+
+    async def _deliver(self, user_ref: str, replies: list[Reply]) -> None:
+        """Send replies as customer-service messages: plain ones merged into one message."""
+        group: list[Reply] = []
+
+        async def flush() -> None:
+            if group:
+                text, options = render(group)
+                group.clear()
+                await self._remember(user_ref, options)
+                for piece in split_bytes(text):
+                    await self._send_text(user_ref, piece)
+
+        for reply in replies:
+            try:
+                if reply.to is not None and (reply.to.channel, reply.to.user_ref) != (
+                    NAME,
+                    user_ref,
+                ):
+                    await self.app.channels.get(reply.to.channel).send(reply.to.user_ref, reply)
+                elif is_passive(reply):
+                    group.append(reply)
+                else:
+                    await flush()
+                    await self.send(user_ref, reply)
+            except (ChannelError, KeyError) as error:
+                log.warning("reply to %s not delivered: %s", user_ref[:6], error)
+        try:
+            await flush()
+        except ChannelError as error:
+            log.warning("reply to %s not delivered: %s", user_ref[:6], error)
+
+    async def _remember(self, user_ref: str, options: list[Button]) -> None:
+        """Keep the numbered options shown, for the user's next typed number (any worker)."""
+        shown = [[b.label, b.payload] for b in options]
+        if not shown or self._shown.get(user_ref) == shown:
+            return
+        async with self.app.uow() as uow:
+            await uow.kv.put(options_key(user_ref), {"options": shown})
+            await uow.commit()
+        if len(self._shown) > 10_000:
+            self._shown.clear()
+        self._shown[user_ref] = shown
+
+    # --- outbound ------------------------------------------------------------------------
+
+    def _wx(self, token: str) -> WeChatClient:
+        if self._client is None or self._client_token != token:
+            client = WeChatClient(self.appid, "", access_token=token, timeout=10, auto_retry=False)
+            client.API_BASE_URL = self.api_base
+            client._http = self._requests
+            self._client, self._client_token = client, token
+        return self._client
+
+    async def api(self, call: Callable[[WeChatClient], Any]) -> Any:
+        """Run one wechatpy call in a thread with the shared token; errors as ChannelError."""
+        token = await self.tokens.token()
+        for attempt in (1, 2):
+            client = self._wx(token)
+            try:
+                return await asyncio.to_thread(call, client)
+            except WeChatClientException as error:
+                code = error.errcode
+                if code in TOKEN_ERRORS and attempt == 1:
+                    token = await self.tokens.rejected(token)
+                    continue
+                raise self._error(code, error.errmsg) from error
+            except requests.RequestException as error:
+                raise ChannelError(f"WeChat API unreachable: {type(error).__name__}") from error
+        raise ChannelError("WeChat refused the access token twice")
+
+    @staticmethod
+    def _error(code: int | None, message: str | None) -> ChannelError:
+        text = f"{code} {message}"
+        if code == OUTSIDE_WINDOW:
+            return RejectedMessage(f"undeliverable: {OUTSIDE_WINDOW} outside the 48-hour window")
+        if code in UNREACHABLE_ERRORS:
+            return Unreachable(text)
+        if code in RATE_ERRORS:
+            return RateLimited(60.0, text)
+        if code in REPLY_LIMIT_ERRORS:
+            return RejectedMessage(f"undeliverable: {text}")
+        if code is None or code < 0:
+            return ChannelError(text)
+        return RejectedMessage(text)
+
+    async def _send_text(self, user_ref: str, text: str) -> None:
+        try:
+            await self.api(lambda c: c.message.send_text(user_ref, text))
+        except RejectedMessage as error:
+            template = self.settings.wechat_template_id
+            if not template or str(OUTSIDE_WINDOW) not in str(error):
+                raise
+            data = {"content": {"value": text[:200]}}
+            await self.api(lambda c: c.message.send_template(user_ref, template, data))
+
+    async def send_image(self, user_ref: str, png: bytes) -> None:
+        """Upload an image (temporary media) and send it."""
+        uploaded = await self.api(
+            lambda c: c.media.upload("image", ("image.png", io.BytesIO(png), "image/png"))
+        )
+        media_id = uploaded["media_id"]
+        await self.api(lambda c: c.message.send_image(user_ref, media_id))
+
+    async def send(self, user_ref: str, reply: Reply) -> None:
+        """Send one reply as customer-service messages (text, image, WeChat Pay QR code)."""
+        text, options = render([reply])
+        if reply.image is not None:
+            await self.send_image(user_ref, reply.image)
+        if text:
+            await self._remember(user_ref, options)
+            for piece in split_bytes(text):
+                await self._send_text(user_ref, piece)
+        if reply.invoice is not None:
+            await self.send_invoice(user_ref, reply.invoice)
+
+    # --- WeChat Pay ----------------------------------------------------------------------
+
+    async def _native_order(self, user_ref: str, invoice: Invoice) -> tuple[str, datetime]:
+        """The code_url of a Native order for the invoice (a valid one is reused)."""
+        order_id = order_id_of(invoice.payload)
+        now = self.app.clock.now()
+        async with self.app.uow() as uow:
+            order = await uow.orders.get(order_id) if order_id else None
+            if order is None or order.status != "pending":
+                raise RejectedMessage("undeliverable: the order is not open")
+            if (order.currency, order.amount) != (CNY, invoice.amount):
+                raise RejectedMessage("undeliverable: the invoice does not match its order")
+            row = await uow.wechat.pay.reusable(
+                order.id, invoice.amount, now + timedelta(minutes=5)
+            )
+            if row is not None:
+                return row.code_url, row.expires_at
+            expires = now + timedelta(minutes=self.settings.wechatpay_order_expire_minutes)
+            out_trade_no = f"CB{order.id}X{secrets.token_hex(4)}"
+            await uow.wechat.pay.add(
+                out_trade_no=out_trade_no,
+                order_id=order.id,
+                user_ref=user_ref,
+                amount=invoice.amount,
+                status="pending",
+                created_at=now,
+                expires_at=expires,
+            )
+            await uow.commit()
+        code_url = await self.pay.create_native(
+            invoice.title or invoice.description, out_trade_no, invoice.amount, expires
+        )
+        async with self.app.uow() as uow:
+            row = await uow.wechat.pay.get(out_trade_no)
+            row.code_url = code_url
+            await uow.commit()
+        return code_url, expires
+
+    async def send_invoice(self, user_ref: str, invoice: Invoice) -> None:
+        """A WeChat Pay Native order: its QR code as an image, then its code_url."""
+        if self.pay is None:
+            raise RejectedMessage("undeliverable: WeChat Pay is not configured (WECHATPAY_*)")
+        if invoice.currency != CNY:
+            raise RejectedMessage(f"undeliverable: WeChat Pay takes CNY, not {invoice.currency}")
+        code_url, expires = await self._native_order(user_ref, invoice)
+        t = await self._translator(user_ref)
+        await self.send_image(user_ref, qr_png(code_url))
+        text = t(
+            "wechat.pay.scan",
+            title=plain(invoice.title),
+            price=t.money(invoice.amount, CNY),
+            url=code_url,
+            until=t.when(expires),
+        )
+        await self._send_text(user_ref, text)
+
+    async def _translator(self, user_ref: str):
+        async with self.app.uow() as uow:
+            identity = await uow.learners.identity(NAME, user_ref)
+            learner = identity.learner if identity else None
+        locale = (learner.locale if learner else None) or self.settings.default_locale
+        return translator_for(locale, self.settings, learner.timezone if learner else None)
+
+    async def _on_pay_notify(self, request: web.Request) -> web.Response:
+        if self.pay is None:
+            return web.json_response({"code": "FAIL", "message": "not configured"}, status=404)
+        try:
+            body = await read_limited(request, MAX_PAY_NOTIFY_BYTES)
+        except BadRequest as error:
+            return web.json_response({"code": "FAIL", "message": str(error)}, status=error.status)
+        transaction = await self.pay.verify(request.headers, body)
+        if transaction is None:
+            log.warning("WeChat Pay notification with a bad signature or resource refused")
+            return web.json_response({"code": "FAIL", "message": "signature"}, status=401)
+        outcome = await self.settle(transaction)
+        if outcome in ("mismatch", "unknown"):
+            return web.json_response({"code": "FAIL", "message": outcome}, status=400)
+        return web.json_response({"code": "SUCCESS", "message": "OK"})
+
+    async def settle(self, tx: Transaction) -> str:
+        """Act on a verified transaction: 'paid', 'duplicate', 'ignored', 'mismatch' or
+        'unknown'. Only a SUCCESS for the right merchant, app, order and amount enrols."""
+        if tx.trade_state != "SUCCESS":
+            return "ignored"
+        if tx.mchid != self.pay.mchid or (tx.appid and tx.appid != self.appid):
+            log.error("WeChat Pay transaction for another merchant or app refused")
+            return "mismatch"
+        async with self.app.uow() as uow:
+            row = await uow.wechat.pay.get(tx.out_trade_no)
+            order = await uow.orders.get(row.order_id) if row else None
+            facts = (row.user_ref, row.amount, row.order_id) if row else None
+            priced = (order.currency, order.amount) if order else None
+        if facts is None or priced is None:
+            log.error("WeChat Pay transaction for an unknown out_trade_no")
+            return "unknown"
+        user_ref, amount, order_id = facts
+        if (tx.currency, tx.total) != (CNY, amount) or priced != (CNY, amount):
+            log.error(
+                "WeChat Pay amount %s does not match order #%s (%s)", tx.total, order_id, amount
+            )
+            return "mismatch"
+        if not tx.transaction_id:
+            return "mismatch"
+        info = PaymentInfo(
+            currency=CNY,
+            amount=tx.total,
+            invoice_payload=f"order:{order_id}",
+            charge_id=tx.transaction_id,
+            provider=PROVIDER,
+        )
+        msg = Incoming(
+            channel=NAME,
+            user_ref=user_ref,
+            update_key=f"wxpay:{tx.transaction_id}",
+            kind="payment",
+            payment=info,
+        )
+        outputs = await self.app.dispatcher.dispatch(msg)
+        async with self.app.uow() as uow:
+            await uow.wechat.pay.settle(tx.out_trade_no, "paid", tx.transaction_id)
+            await uow.commit()
+        replies = [o for o in outputs if isinstance(o, Reply)]
+        if replies:
+            self._spawn(self._deliver(user_ref, replies))
+            return "paid"
+        return "duplicate"
+
+    async def settle_unpaid(self, limit: int = 50) -> dict[str, int]:
+        """Query Native orders that got no notification; settle paid ones, close expired."""
+        counts = {"queried": 0, "paid": 0, "closed": 0}
+        if self.pay is None:
+            return counts
+        now = self.app.clock.now()
+        older = now - timedelta(seconds=self.settings.wechatpay_query_after_seconds)
+        async with self.app.uow() as uow:
+            rows = [
+                (r.out_trade_no, r.expires_at)
+                for r in await uow.wechat.pay.unsettled(older, limit)
+            ]
+        for out_trade_no, expires_at in rows:
+            try:
+                tx = await self.pay.query(out_trade_no)
+            except ChannelError as error:
+                log.warning("query of %s failed: %s", out_trade_no, error)
+                continue
+            counts["queried"] += 1
+            status = None
+            if tx is not None and tx.trade_state == "SUCCESS":
+                if await self.settle(tx) in ("paid", "duplicate"):
+                    counts["paid"] += 1
+                continue
+            if tx is None or tx.trade_state in CLOSED_STATES:
+                status = "closed"
+            elif expires_at <= now:
+                with contextlib.suppress(ChannelError):
+                    await self.pay.close(out_trade_no)
+                status = "closed"
+            async with self.app.uow() as uow:
+                row = await uow.wechat.pay.get(out_trade_no)
+                row.queried_at = now
+                if status:
+                    counts["closed"] += int(
+                        await uow.wechat.pay.settle(out_trade_no, status, None)
+                    )
+                await uow.commit()
+        return counts
+
+    async def refund(self, user_ref: str, charge_id: str) -> None:
+        """Refund a WeChat Pay transaction in full.
+
+        Called inside the refunding handler's transaction, so it reads nothing from the
+        database (SQLite has one writer): the amount comes from WeChat Pay's own record.
+        """
+        if self.pay is None:
+            raise ChannelError("WeChat Pay is not configured")
+        tx = await self.pay.query_transaction(charge_id)
+        if tx is None or tx.total <= 0:
+            raise ChannelError("unknown WeChat Pay transaction")
+        await self.pay.refund(charge_id, tx.total)
+
+
+async def settle_orders_job() -> dict[str, int]:
+    """Scheduled job (every minute or so): settle Native orders that got no notification."""
+    from scheduler.jobs import current_app
+
+    app = current_app()
+    if NAME not in app.channels:
+        return {}
+    return await app.channels.get(NAME).settle_unpaid()

@@ -1,0 +1,244 @@
+"""The WeChat access token: one refresher keeps it in the database, workers only read it.
+
+WeChat invalidates the old token (after a short overlap) whenever a new one is fetched, so
+several processes that each refresh on their own keep rotating each other's token. Here:
+
+- The token lives in the `kv` table (`wechat:access_token:<appid>`) with its expiry and a
+  generation number. Every process reads it from there.
+- Only the refresher fetches: the process that runs the scheduler (`app.scheduler` is set), or
+  a keeper built with `refresher=True`. It calls `cgi-bin/stable_token` (10k calls/min; the
+  plain `cgi-bin/token` allows ~2000 a day) and uses `force_refresh` only when WeChat refused
+  the token we hold.
+- A fetch takes a lease first, one per generation (`wechat:token_lease:<appid>:<gen>`, a unique
+  key): however many refreshers meet an expired token at once, one of them fetches and the
+  others wait for its result.
+- A worker that meets a missing, expired or refused token records the request
+  (`wechat:token_stale:<appid>`), wakes this process's scheduler, and waits up to
+  `WECHAT_TOKEN_WAIT_SECONDS` for the refresher's new token; then the send fails as a plain
+  `ChannelError` and the outbox retries it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from bot.core import ChannelError
+from storage.models import KeyValue
+from storage.repos import insert_ignore
+
+log = logging.getLogger(__name__)
+
+#: A token with less than this left is not handed to a request.
+USABLE_MARGIN = timedelta(seconds=60)
+POLL_SECONDS = 0.05
+
+
+class TokenUnavailable(ChannelError):
+    """No usable access token (the refresher has not stored one in time)."""
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class TokenKeeper:
+    """Reads the shared access token; fetches a new one only in the refresher role."""
+
+    def __init__(self, app, http: aiohttp.ClientSession | None = None, refresher=None) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.appid = self.settings.wechat_app_id or ""
+        self._http = http
+        self._refresher = refresher
+        self.fetches = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def key(self) -> str:
+        return f"wechat:access_token:{self.appid}"
+
+    @property
+    def stale_key(self) -> str:
+        return f"wechat:token_stale:{self.appid}"
+
+    def lease_key(self, generation: int) -> str:
+        return f"wechat:token_lease:{self.appid}:{generation}"
+
+    @property
+    def refresher(self) -> bool:
+        """True in the one process allowed to fetch tokens."""
+        if self._refresher is not None:
+            return bool(self._refresher)
+        return getattr(self.app, "scheduler", None) is not None
+
+    def _now(self) -> datetime:
+        return self.app.clock.now()
+
+    async def stored(self) -> dict | None:
+        """The stored token record: token, expires_at, generation."""
+        async with self.app.uow() as uow:
+            return await uow.kv.get(self.key)
+
+    def usable(self, row: dict | None, stale: str | None = None) -> bool:
+        """True when `row` holds a token that is not expiring and not the refused one."""
+        if not row or not row.get("token") or row["token"] == stale:
+            return False
+        return _moment(row["expires_at"]) - self._now() > USABLE_MARGIN
+
+    async def token(self) -> str:
+        """A usable access token (waits for the refresher when there is none)."""
+        row = await self.stored()
+        if self.usable(row):
+            return row["token"]
+        return await self._obtain(None)
+
+    async def rejected(self, token: str) -> str:
+        """WeChat refused `token` (40001/40014/42001): a newer one, from the refresher."""
+        row = await self.stored()
+        if self.usable(row, stale=token):
+            return row["token"]
+        return await self._obtain(token)
+
+    async def _obtain(self, stale: str | None) -> str:
+        if self.refresher:
+            return await self.refresh(stale=stale)
+        await self._ask(stale)
+        return await self._wait_for(stale)
+
+    async def _ask(self, stale: str | None) -> None:
+        async with self.app.uow() as uow:
+            await uow.kv.put(self.stale_key, {"token": stale or "", "at": _stamp(self._now())})
+            await uow.commit()
+        wake = getattr(self.app, "wake", None)
+        if wake is not None:
+            wake()
+
+    async def _wait_for(self, stale: str | None) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.wechat_token_wait_seconds
+        while True:
+            row = await self.stored()
+            if self.usable(row, stale):
+                return row["token"]
+            if loop.time() >= deadline:
+                raise TokenUnavailable("no WeChat access token from the refresher yet")
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def refresh(self, stale: str | None = None, force: bool = False) -> str:
+        """Fetch and store a new token unless a usable one is stored (refresher only).
+
+        At most one fetch per generation across every process: the lease decides who fetches.
+        """
+        async with self._lock:
+            row = await self.stored()
+            if not force and self.usable(row, stale) and not self._expiring(row):
+                return row["token"]
+            generation = int((row or {}).get("generation", 0)) + 1
+            if not await self._lease(generation):
+                return await self._wait_for(stale if stale else None)
+            try:
+                token, expires_in = await self._fetch(force_refresh=bool(stale) or force)
+            except Exception:
+                await self._drop_lease(generation)  # the next try may take it again
+                raise
+            expires_at = self._now() + timedelta(seconds=expires_in)
+            async with self.app.uow() as uow:
+                await uow.kv.put(
+                    self.key,
+                    {"token": token, "expires_at": _stamp(expires_at), "generation": generation},
+                )
+                await uow.kv.pop(self.stale_key)
+                await uow.kv.pop(self.lease_key(generation - 2))
+                await uow.commit()
+            log.info("stored WeChat access token generation %s (%s s)", generation, expires_in)
+            return token
+
+    def _expiring(self, row: dict) -> bool:
+        margin = timedelta(seconds=self.settings.wechat_token_refresh_margin_seconds)
+        return _moment(row["expires_at"]) - self._now() <= margin
+
+    async def _lease(self, generation: int) -> bool:
+        async with self.app.uow() as uow:
+            won = await insert_ignore(
+                uow.session,
+                KeyValue,
+                key=self.lease_key(generation),
+                value={"at": _stamp(self._now())},
+                updated_at=self._now(),
+            )
+            await uow.commit()
+        return won
+
+    async def _drop_lease(self, generation: int) -> None:
+        async with self.app.uow() as uow:
+            await uow.kv.pop(self.lease_key(generation))
+            await uow.commit()
+
+    async def refresh_if_due(self) -> bool:
+        """The refresher's periodic step: fetch when the token is missing, expiring, or a
+        worker reported it refused. True when a new token was stored."""
+        async with self.app.uow() as uow:
+            row = await uow.kv.get(self.key)
+            asked = await uow.kv.get(self.stale_key)
+        stale = (asked or {}).get("token") or None
+        refused = bool(stale) and row is not None and row.get("token") == stale
+        if row is not None and self.usable(row) and not self._expiring(row) and not refused:
+            if asked is not None:  # an old request, already answered
+                async with self.app.uow() as uow:
+                    await uow.kv.pop(self.stale_key)
+                    await uow.commit()
+            return False
+        before = (row or {}).get("generation", 0)
+        await self.refresh(stale=stale if refused else None)
+        after = ((await self.stored()) or {}).get("generation", 0)
+        return after != before
+
+    async def _fetch(self, force_refresh: bool) -> tuple[str, int]:
+        """POST cgi-bin/stable_token; returns (token, expires_in)."""
+        self.fetches += 1
+        settings = self.settings
+        secret = (
+            settings.wechat_app_secret.get_secret_value() if settings.wechat_app_secret else ""
+        )
+        body = {
+            "grant_type": "client_credential",
+            "appid": self.appid,
+            "secret": secret,
+            "force_refresh": force_refresh,
+        }
+        url = settings.wechat_api_url.rstrip("/") + "/stable_token"
+        http = self._http
+        owned = http is None
+        if owned:
+            http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        try:
+            async with http.post(url, json=body) as response:
+                data = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise ChannelError(f"stable_token failed: {type(error).__name__}") from error
+        finally:
+            if owned:
+                await http.close()
+        if not data.get("access_token"):
+            raise ChannelError(f"stable_token refused: {data.get('errcode')} {data.get('errmsg')}")
+        return data["access_token"], int(data.get("expires_in", 7200))
+
+
+async def refresh_job() -> bool:
+    """Scheduled job (the scheduler role, every 15–60 s): keep the WeChat token fresh."""
+    from scheduler.jobs import current_app
+
+    app = current_app()
+    if not app.settings.wechat_app_id:
+        return False
+    channel = app.channels.get("wechat") if "wechat" in app.channels else None
+    keeper = channel.tokens if channel is not None else TokenKeeper(app, refresher=True)
+    return await keeper.refresh_if_due()
