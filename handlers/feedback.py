@@ -1,24 +1,20 @@
-"""Ratings in three 1–5 steps, an optional review, and reviews on course cards."""
+"""Ratings in three 1–5 steps, an optional review, and reviews on course cards.
+
+The chat side only: parse the command or button, call `services.ratings`, render the result.
+"""
 
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc, expect_text
 from handlers.catalog import card_buttons, card_section, course_title
+from services import ratings
+from services.ratings import ASPECTS, weighted_score
+
+__all__ = ["ASPECTS", "rating_prompt", "router", "weighted_score"]
 
 router = Router()
-ASPECTS = ("content", "instructor", "interaction")
 CARD_REVIEWS = 2
 CARD_REVIEW_CHARS = 140
-
-
-def weighted_score(parts: tuple[int, int, int], settings) -> float:
-    """The seed formula S = Σ wᵢ·Cᵢ with the weights from settings."""
-    weights = (
-        settings.rating_weight_content,
-        settings.rating_weight_instructor,
-        settings.rating_weight_interaction,
-    )
-    return round(sum(w * c for w, c in zip(weights, parts, strict=True)), 4)
 
 
 def _score_text(score: float) -> str:
@@ -35,11 +31,8 @@ def _step_buttons(prefix: str) -> list[list[Button]]:
     return [[Button(f"{n} ⭐", f"{prefix}:{n}") for n in range(1, 6)]]
 
 
-async def _owned_course(course_id: int, learner, uow):
-    course = await uow.courses.get(course_id)
-    if course is None or not await uow.enrolments.owns(learner.id, course.id):
-        return None
-    return course
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @router.command("rate", "评分")
@@ -48,7 +41,7 @@ async def rate(msg: Incoming, uow, learner, t) -> Reply:
     arg = msg.args.strip().lstrip("#")
     if arg.isdigit():
         return await start_rating(int(arg), uow, learner, t)
-    owned = await uow.enrolments.courses_of(learner.id)
+    owned = await ratings.rateable_courses(uow, learner.id)
     if not owned:
         return Reply(t("rate.none_owned"))
     if len(owned) == 1:
@@ -68,7 +61,7 @@ async def rate_button(msg: Incoming, uow, learner, t) -> Reply:
 
 async def start_rating(course_id: int, uow, learner, t) -> Reply:
     """Step 1 of 3, for owners only."""
-    course = await _owned_course(course_id, learner, uow)
+    course = await ratings.owned_course(uow, learner.id, course_id)
     if course is None:
         return Reply(t("rate.not_owned"))
     title = esc(course_title(course, t))
@@ -84,28 +77,27 @@ async def rating_step(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     course_id, parts = numbers[0], numbers[1:]
     if not all(1 <= p <= 5 for p in parts):
         return Reply(t("error.stale_button"))
-    course = await _owned_course(course_id, learner, uow)
-    if course is None:
-        return Reply(t("rate.not_owned"))
-    title = esc(course_title(course, t))
     if len(parts) < 3:
+        course = await ratings.owned_course(uow, learner.id, course_id)
+        if course is None:
+            return Reply(t("rate.not_owned"))
+        title = esc(course_title(course, t))
         prefix = "rt:" + ":".join(str(n) for n in numbers)
         return Reply(t(f"rate.step.{ASPECTS[len(parts)]}", title=title), _step_buttons(prefix))
-    parts_tuple = (parts[0], parts[1], parts[2])
-    score = weighted_score(parts_tuple, settings)
-    now = clock.now()
-    created = await uow.ratings.upsert(learner.id, course.id, parts_tuple, score, now)
-    await uow.interactions.add(learner.id, course.id, "rating", score, when=now)
-    await expect_text(uow, learner.id, "review", course_id=course.id)
-    saved = t("rate.saved") if created else t("rate.changed")
-    text = saved.format(
+    saved = await ratings.save_rating(
+        uow, learner.id, course_id, (parts[0], parts[1], parts[2]), settings, clock.now()
+    )
+    if saved is None:
+        return Reply(t("rate.not_owned"))
+    await expect_text(uow, learner.id, "review", course_id=saved.course_id)
+    text = (t("rate.saved") if saved.created else t("rate.changed")).format(
         content=parts[0],
         instructor=parts[1],
         interaction=parts[2],
-        score=_score_text(score),
+        score=_score_text(saved.score),
         limit=settings.review_max_chars,
     )
-    return Reply(text, [[Button(t("rate.skip"), f"rvskip:{course.id}")]])
+    return Reply(text, [[Button(t("rate.skip"), f"rvskip:{saved.course_id}")]])
 
 
 @router.button("rvskip")
@@ -118,22 +110,19 @@ async def skip_review(t) -> Reply:
 async def review_text(msg: Incoming, uow, learner, t, settings, clock, step) -> Reply:
     """The learner's review after a rating; over the limit nothing is saved."""
     course_id = int(step["course_id"])
-    text = msg.text.strip()
-    skip = [[Button(t("rate.skip"), f"rvskip:{course_id}")]]
-    if len(text) > settings.review_max_chars:
+    outcome = await ratings.save_review(
+        uow, learner.id, course_id, msg.text, settings, clock.now()
+    )
+    if outcome == "too_long":
         await expect_text(uow, learner.id, "review", course_id=course_id)
-        return Reply(t("review.too_long", count=len(text), limit=settings.review_max_chars), skip)
-    if not text:
+        count, limit = len(msg.text.strip()), settings.review_max_chars
+        skip = [[Button(t("rate.skip"), f"rvskip:{course_id}")]]
+        return Reply(t("review.too_long", count=count, limit=limit), skip)
+    if outcome == "empty":
         await expect_text(uow, learner.id, "review", course_id=course_id)
         return Reply(t("rate.skipped"))
-    if not await _owned_course(course_id, learner, uow):
+    if outcome == "not_owned":
         return Reply(t("rate.not_owned"))
-    rating = await uow.ratings.get(learner.id, course_id)
-    if rating is None or not await uow.ratings.set_review(
-        learner.id, course_id, text, clock.now()
-    ):
-        return Reply(t("rate.not_owned"))
-    await uow.interactions.add(learner.id, course_id, "review", rating.score, when=clock.now())
     return Reply(t("review.saved"))
 
 
@@ -157,44 +146,51 @@ async def reviews_button(msg: Incoming, uow, t, settings) -> Reply:
 
 async def reviews_page(course_id: int, page: int, uow, t, settings) -> Reply:
     """One page of reviews, newest first, every text escaped."""
-    course = await uow.courses.get(course_id)
-    if course is None:
+    found = await ratings.reviews_page(uow, course_id, page, settings.reviews_page_size)
+    if found is None:
         return Reply(t("card.not_found"))
-    size = settings.reviews_page_size
-    rows, total = await uow.ratings.reviews(course.id, page * size, size)
-    title = esc(course_title(course, t))
-    if not rows:
+    course_id = found.course.id
+    title = esc(course_title(found.course, t))
+    if not found.reviews:
         return Reply(t("reviews.none", title=title))
-    pages = -(-total // size)
-    lines = [t.plural("reviews.page", total, title=title, page=page + 1, pages=pages, total=total)]
-    for rating, name in rows:
-        lines.append(f"\n⭐ {_score_text(rating.score or 0)} — {esc(name or '?')}")
-        lines.append(esc(rating.review))
+    lines = [
+        t.plural(
+            "reviews.page",
+            found.total,
+            title=title,
+            page=page + 1,
+            pages=found.pages,
+            total=found.total,
+        )
+    ]
+    for review in found.reviews:
+        lines.append(f"\n⭐ {_score_text(review.score)} — {esc(review.name or '?')}")
+        lines.append(esc(review.text))
     nav = []
     if page > 0:
-        nav.append(Button(t("reviews.prev"), f"rvw:{course.id}:{page - 1}"))
-    if page + 1 < pages:
-        nav.append(Button(t("reviews.next"), f"rvw:{course.id}:{page + 1}"))
+        nav.append(Button(t("reviews.prev"), f"rvw:{course_id}:{page - 1}"))
+    if page + 1 < found.pages:
+        nav.append(Button(t("reviews.next"), f"rvw:{course_id}:{page + 1}"))
     return Reply("\n".join(lines), [nav] if nav else [])
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @card_section
 async def rating_section(course, learner, uow, t, clock) -> str:
     """The card's average score, number of ratings and the two newest reviews."""
-    avg, count = await uow.ratings.summary(course.id)
-    lines = [t("card.rating", avg=_score_text(avg), count=count) if count else t("card.no_rating")]
-    newest, total = await uow.ratings.reviews(course.id, 0, CARD_REVIEWS)
-    if newest:
+    found = await ratings.card_ratings(uow, course.id, CARD_REVIEWS)
+    lines = [
+        t("card.rating", avg=_score_text(found.average), count=found.count)
+        if found.count
+        else t("card.no_rating")
+    ]
+    if found.newest:
         lines.append(t("card.reviews"))
         lines += [
-            f"· “{esc(_clip(rating.review, CARD_REVIEW_CHARS))}” — {esc(name or '?')}"
-            for rating, name in newest
+            f"· “{esc(_clip(review.text, CARD_REVIEW_CHARS))}” — {esc(review.name or '?')}"
+            for review in found.newest
         ]
-    if total > CARD_REVIEWS:
+    if found.reviews_total > CARD_REVIEWS:
+        total = found.reviews_total
         lines.append(t.plural("card.more_reviews", total, id=course.id, count=total))
     return "\n".join(lines)
 
