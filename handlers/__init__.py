@@ -20,11 +20,6 @@ FEATURES = [
     "live",
     "announce",
     "link",
-    "stats",
-    "coupons",
-    "export",
-    "roles",
-    "mydata",
 ]
 
 
