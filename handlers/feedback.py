@@ -10,7 +10,7 @@ from handlers.catalog import card_buttons, card_section, course_title
 from services import ratings
 from services.ratings import ASPECTS, weighted_score
 
-__all__ = ["ASPECTS", "rating_prompt", "router", "weighted_score"]
+__all__ = ["ASPECTS", "router", "weighted_score"]
 
 router = Router()
 CARD_REVIEWS = 2
@@ -199,12 +199,3 @@ async def rating_section(course, learner, uow, t, clock) -> str:
 async def rate_card_button(course, learner, owned, uow, t) -> list[Button]:
     """Owners get a "Rate this course" button on the card."""
     return [Button(t("rate.button"), f"rate:{course.id}")] if owned else []
-
-
-def rating_prompt(course, t) -> Reply:
-    """The prompt after a live session: rate the course, with a `rate:<course_id>` button.
-
-    Sent by the live-sessions feature as the session's "rate" notice, due at its end.
-    """
-    title = esc(course_title(course, t))
-    return Reply(t("rate.prompt", title=title), [[Button(t("rate.button"), f"rate:{course.id}")]])
