@@ -227,5 +227,14 @@ def _mount_recommender() -> None:
 
 _mount_recommender()
 
+
+def _mount_wechat() -> None:
+    from bot.wechat_cli import wechat_app
+
+    app.add_typer(wechat_app, name="wechat")
+
+
+_mount_wechat()
+
 if __name__ == "__main__":
     app()

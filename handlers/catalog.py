@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.i18n import Translator
+from services import catalog as service
+from services.catalog import currency_of, price_in
 
 router = Router()
 
@@ -13,6 +15,8 @@ CardSection = Callable[..., Awaitable[str | None]]
 CardButtons = Callable[..., Awaitable[list[Button]]]
 CARD_SECTIONS: list[CardSection] = []
 CARD_BUTTONS: list[CardButtons] = []
+#: The suffix of a course button that a recommendation showed (`course:<id>:rec`).
+FROM_RECOMMENDATION = "rec"
 
 
 def card_section(fn: CardSection) -> CardSection:
@@ -27,9 +31,10 @@ def card_buttons(fn: CardButtons) -> CardButtons:
     return fn
 
 
-def price_text(course, channel: str, t: Translator) -> str:
-    """The course price in the currency of the channel."""
-    return t.cny(course.price_fen) if channel == "wechat" else t.stars(course.price_stars)
+def price_text(course, currency: str, t: Translator) -> str | None:
+    """The course price in `currency`, formatted; None when it is not sold in that currency."""
+    price = price_in(course, currency)
+    return None if price is None else t.money(price, currency)
 
 
 def category_name(category, t: Translator) -> str:
@@ -42,10 +47,17 @@ def course_title(course, t: Translator) -> str:
     return t.pick(course.title_zh, course.title_en)
 
 
+def course_button(course, currency: str, t: Translator, payload: str | None = None) -> Button:
+    """A button opening a course card, labelled with its title and price here."""
+    price = price_text(course, currency, t)
+    label = course_title(course, t) + (f" · {price}" if price else "")
+    return Button(label, payload or f"course:{course.id}")
+
+
 @router.command("catalog", "课程", "目录", "catalogue")
 async def catalog(uow, t) -> Reply:
     """List the categories that have courses on sale."""
-    categories = await uow.courses.categories()
+    categories = await service.categories(uow)
     if not categories:
         return Reply(t("catalog.empty"))
     rows = [
@@ -61,57 +73,68 @@ async def categories_button(uow, t) -> Reply:
 
 
 @router.button("cat")
-async def category_page(msg: Incoming, uow, t, settings) -> Reply:
+async def category_page(msg: Incoming, uow, t, settings, channels) -> Reply:
     """One page of one category's courses."""
     parts = msg.payload.split(":")
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
         return Reply(t("error.stale_button"))
-    category = await uow.courses.category(int(parts[1]))
-    if category is None:
+    page = await service.category_page(
+        uow, int(parts[1]), int(parts[2]), settings.catalog_page_size
+    )
+    if page is None:
         return Reply(t("error.stale_button"))
-    size = settings.catalog_page_size
-    courses, total = await uow.courses.page(category.id, int(parts[2]) * size, size)
-    if not courses:
+    if not page.courses:
         return Reply(t("catalog.empty"), [[Button(t("catalog.back"), "cats")]])
-    page, pages = int(parts[2]), -(-total // size)
-    rows = [
-        [Button(f"{course_title(c, t)} · {price_text(c, msg.channel, t)}", f"course:{c.id}")]
-        for c in courses
-    ]
+    currency = currency_of(channels, msg.channel)
+    rows = [[course_button(c, currency, t)] for c in page.courses]
+    category_id = page.category.id
     nav = []
-    if page > 0:
-        nav.append(Button(t("catalog.prev"), f"cat:{category.id}:{page - 1}"))
-    if page + 1 < pages:
-        nav.append(Button(t("catalog.next"), f"cat:{category.id}:{page + 1}"))
+    if page.has_prev:
+        nav.append(Button(t("catalog.prev"), f"cat:{category_id}:{page.page - 1}"))
+    if page.has_next:
+        nav.append(Button(t("catalog.next"), f"cat:{category_id}:{page.page + 1}"))
     rows += [nav] if nav else []
     rows.append([Button(t("catalog.back"), "cats")])
     text = t.plural(
         "catalog.page",
-        total,
-        category=esc(category_name(category, t)),
-        page=page + 1,
-        pages=pages,
-        total=total,
+        page.total,
+        category=esc(category_name(page.category, t)),
+        page=page.page + 1,
+        pages=page.pages,
+        total=page.total,
     )
     return Reply(text, rows)
 
 
 @router.button("course")
-async def course_button(msg: Incoming, uow, learner, t, clock) -> Reply:
-    """Open a course card from a button."""
-    course_id = msg.payload.partition(":")[2]
-    if not course_id.isdigit():
+async def open_course_button(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
+    """Open a course card from a button: `course:<id>`, or `course:<id>:rec` from a suggestion."""
+    parts = msg.payload.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
         return Reply(t("card.not_found"))
-    return await course_card(int(course_id), msg, uow, learner, t, clock)
+    if len(parts) == 3 and parts[2] != FROM_RECOMMENDATION:
+        return Reply(t("card.not_found"))
+    return await course_card(
+        int(parts[1]), msg, uow, learner, t, clock, channels, recommended=len(parts) == 3
+    )
 
 
-async def course_card(course_id: int, msg: Incoming, uow, learner, t, clock) -> Reply:
+async def course_card(
+    course_id: int, msg: Incoming, uow, learner, t, clock, channels, recommended: bool = False
+) -> Reply:
     """The card of one course: title, #id, category, instructor, price, sections, buttons."""
-    course = await uow.courses.get(course_id)
-    if course is None or not course.active:
+    card = await service.open_course(
+        uow,
+        learner.id,
+        course_id,
+        currency_of(channels, msg.channel),
+        clock.now(),
+        recommended=recommended,
+    )
+    if card is None:
         return Reply(t("card.not_found"))
-    await uow.interactions.add(learner.id, course.id, "view")
-    price = price_text(course, msg.channel, t)
+    course = card.course
+    price = t.money(card.price, card.currency) if card.price is not None else t("card.no_price")
     text = t(
         "card.body",
         title=esc(course_title(course, t)),
@@ -125,15 +148,13 @@ async def course_card(course_id: int, msg: Incoming, uow, learner, t, clock) -> 
         extra = await section(course=course, learner=learner, uow=uow, t=t, clock=clock)
         if extra:
             text += "\n\n" + extra
-    owned = await uow.enrolments.owns(learner.id, course.id)
-    first = (
-        Button(t("card.owned"), "mine")
-        if owned
-        else Button(t("card.buy", price=price), f"buy:{course.id}")
-    )
-    rows = [[first]]
+    rows = []
+    if card.owned:
+        rows.append([Button(t("card.owned"), "mine")])
+    elif card.buyable:
+        rows.append([Button(t("card.buy", price=price), f"buy:{course.id}")])
     for extra_buttons in CARD_BUTTONS:
-        more = await extra_buttons(course=course, learner=learner, owned=owned, uow=uow, t=t)
+        more = await extra_buttons(course=course, learner=learner, owned=card.owned, uow=uow, t=t)
         rows += [[b] for b in more]
     rows.append([Button(t("catalog.back"), f"cat:{course.category_id}:0")])
     return Reply(text, rows)

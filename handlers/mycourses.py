@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.core import Button, Reply, Router, call_with_deps, esc
 from handlers.catalog import course_title
+from services.catalog import owned_courses
 
 router = Router()
 
@@ -23,7 +24,7 @@ def after_my_courses(fn: MineSection) -> MineSection:
 @router.command("mycourses", "我的课程", "mine")
 async def my_courses(msg, learner, uow, t, clock, recommender) -> list[Reply]:
     """List owned courses, each a button to its card."""
-    courses = await uow.enrolments.courses_of(learner.id)
+    courses = await owned_courses(uow, learner.id)
     if not courses:
         replies = [Reply(t("mine.none"), [[Button(t("start.catalog"), "cats")]])]
     else:

@@ -20,12 +20,12 @@ def home_buttons(t) -> list[list[Button]]:
 
 
 @router.command("start", "开始", "首页")
-async def start(msg: Incoming, uow, learner, t, clock) -> Reply:
+async def start(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
     """Welcome the learner, or open the course named by a `course_<id>` deep link."""
     learner.announcements_opt_out = False
     payload = msg.args.strip()
     if payload.startswith("course_") and payload[7:].isdigit():
-        return await course_card(int(payload[7:]), msg, uow, learner, t, clock)
+        return await course_card(int(payload[7:]), msg, uow, learner, t, clock, channels)
     name = learner.display_name or ("同学" if t.locale == "zh" else "there")
     return Reply(t("start.welcome", name=esc(name)), home_buttons(t))
 

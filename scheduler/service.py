@@ -29,6 +29,8 @@ NOTICE_JOB = "scheduler.jobs:session_notice"
 BROADCAST_JOB = "scheduler.jobs:scheduled_broadcast"
 RETRAIN_NIGHTLY_ID = "recommender-retrain"
 RETRAIN_THRESHOLD_ID = "recommender-retrain-if-due"
+WECHAT_TOKEN_ID = "wechat-token"
+WECHATPAY_QUERY_ID = "wechatpay-query"
 PREFIXES = ("rem-", "bc-")
 WAKE_DEBOUNCE = 0.2
 
@@ -78,6 +80,7 @@ class SchedulerService:
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         self.scheduler.start()
         self.schedule_retraining()
+        self.schedule_channel_upkeep()
         await self.sync()
         self._task = asyncio.create_task(self._loop(), name="scheduler-sync")
         log.info("scheduler started (misfire grace %s s)", grace)
@@ -107,6 +110,16 @@ class SchedulerService:
             else None
         )
         self._keep_job(RETRAIN_THRESHOLD_ID, "scheduler.jobs:retrain_if_due", trigger)
+
+    def schedule_channel_upkeep(self) -> None:
+        """WeChat's upkeep when it is configured: the one access-token refresher and the query
+        that settles Native Pay orders whose notification never came."""
+        settings = self.settings
+        wechat = bool(settings.wechat_token and settings.wechat_app_id)
+        refresh = IntervalTrigger(seconds=30, timezone=UTC) if wechat else None
+        self._keep_job(WECHAT_TOKEN_ID, "bot.channels.wechat_token:refresh_job", refresh)
+        settle = IntervalTrigger(seconds=60, timezone=UTC) if wechat else None
+        self._keep_job(WECHATPAY_QUERY_ID, "bot.channels.wechat:settle_orders_job", settle)
 
     def _keep_job(self, job_id: str, func: str, trigger) -> None:
         if trigger is None:

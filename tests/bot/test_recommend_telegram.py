@@ -26,7 +26,7 @@ async def test_recommend_after_purchase_and_on_demand(telegram_app, tg):
         named = any(name in reason for name in titles)
         assert named or reason in ("popular with learners like you", "popular with everyone")
     buttons = [b["callback_data"] for row in reply["reply_markup"]["inline_keyboard"] for b in row]
-    assert buttons == [f"course:{i}" for i in ids]
+    assert buttons == [f"course:{i}:rec" for i in ids], "suggestions are marked for rec_click"
 
 
 async def test_new_learner_gets_suggestions(telegram_app, tg):

@@ -114,3 +114,22 @@ async def test_scheduler_holds_the_retraining_jobs_and_drops_them_when_off(
     finally:
         await service.stop()
         await app.close()
+
+
+async def test_the_scheduler_alone_refreshes_the_wechat_token_and_queries_orders(
+    sqlite_url, clock, tmp_path
+):
+    """WeChat upkeep jobs exist only in the scheduler role and only when WeChat is set up."""
+    from scheduler.service import WECHAT_TOKEN_ID, WECHATPAY_QUERY_ID
+
+    for configured in (True, False):
+        wechat = dict(wechat_token="tok", wechat_app_id="wx123") if configured else {}
+        app = await retrain_app(sqlite_url, clock, tmp_path, **wechat)
+        service = SchedulerService(app)
+        await service.start()
+        try:
+            for job_id in (WECHAT_TOKEN_ID, WECHATPAY_QUERY_ID):
+                assert (service.scheduler.get_job(job_id) is not None) is configured
+        finally:
+            await service.stop()
+            await app.close()

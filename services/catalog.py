@@ -1,0 +1,146 @@
+"""The catalog: categories, pages of courses, one course's card facts, search, prices.
+
+Money is channel-neutral: a course has one price per currency (`price_in`), and the channel a
+learner writes from says which currency it takes (`currency_of`). Every function returns plain
+data (rows and small dataclasses); the chat side words it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from bot.i18n import CNY, STARS
+from bot.textindex import TextIndex
+from recommender.signals import Signal
+
+MAX_RESULTS = 8
+MAX_QUERY_CHARS = 200
+
+#: Which course column holds the price in each currency (amounts in the smallest unit).
+PRICE_FIELDS = {STARS: "price_stars", CNY: "price_fen"}
+
+
+def price_in(course, currency: str) -> int | None:
+    """The course's price in `currency` (smallest unit: Stars, fen), None when not sold in it."""
+    field = PRICE_FIELDS.get(currency)
+    price = getattr(course, field, None) if field else None
+    return price if isinstance(price, int) and price > 0 else None
+
+
+def currency_of(channels, channel: str) -> str:
+    """The currency the channel `channel` takes; Stars when it is not registered (unit tests)."""
+    if channels is not None and channel in channels:
+        return getattr(channels.get(channel), "currency", STARS) or STARS
+    return STARS
+
+
+@dataclass(frozen=True)
+class CoursePage:
+    """One page of one category's active courses (`page` counts from 0)."""
+
+    category: Any
+    courses: list
+    page: int
+    pages: int
+    total: int
+
+    @property
+    def has_prev(self) -> bool:
+        """True when there is a page before this one."""
+        return self.page > 0
+
+    @property
+    def has_next(self) -> bool:
+        """True when there is a page after this one."""
+        return self.page + 1 < self.pages
+
+
+async def categories(uow) -> list[tuple[Any, int]]:
+    """Categories that have active courses, with how many, in display order."""
+    return list(await uow.courses.categories())
+
+
+async def category_page(uow, category_id: int, page: int, size: int) -> CoursePage | None:
+    """Page `page` of a category's active courses; None when the category does not exist."""
+    category = await uow.courses.category(category_id)
+    if category is None or page < 0:
+        return None
+    courses, total = await uow.courses.page(category.id, page * size, size)
+    return CoursePage(category, list(courses), page, -(-total // size), total)
+
+
+@dataclass(frozen=True)
+class CourseCard:
+    """The facts of one course card for one learner, priced in the channel's currency."""
+
+    course: Any
+    currency: str
+    price: int | None
+    owned: bool
+
+    @property
+    def buyable(self) -> bool:
+        """True when the learner may buy it here: not owned and priced in this currency."""
+        return not self.owned and self.price is not None
+
+
+async def open_course(
+    uow, learner_id: int, course_id: int, currency: str, now: datetime, *, recommended=False
+) -> CourseCard | None:
+    """A learner opens a course card: records the view (and the recommendation click).
+
+    None when the course does not exist or is withdrawn (nothing is recorded then).
+    """
+    course = await uow.courses.get(course_id)
+    if course is None or not course.active:
+        return None
+    await uow.interactions.add(learner_id, course.id, Signal.VIEW.value, when=now)
+    if recommended:
+        await uow.interactions.add(learner_id, course.id, Signal.REC_CLICK.value, when=now)
+    owned = await uow.enrolments.owns(learner_id, course.id)
+    return CourseCard(course, currency, price_in(course, currency), owned)
+
+
+def course_document(course) -> str:
+    """The searchable text of a course: titles weigh more than descriptions."""
+    titles = f"{course.title_zh} {course.title_en} "
+    return " ".join(
+        [
+            titles * 3,
+            course.description_zh,
+            course.description_en,
+            course.instructor_name,
+            course.category.name_zh,
+            course.category.name_en,
+        ]
+    )
+
+
+@lru_cache(maxsize=4)
+def _index(documents: tuple[tuple[int, str], ...]) -> TextIndex:
+    return TextIndex(dict(documents))
+
+
+def course_index(courses) -> TextIndex:
+    """The BM25 index of these courses; rebuilt only when a searchable text changed."""
+    return _index(tuple((c.id, course_document(c)) for c in courses))
+
+
+def clean_query(text: str) -> str:
+    """A search query as searched: trimmed, at most MAX_QUERY_CHARS characters."""
+    return text.strip()[:MAX_QUERY_CHARS]
+
+
+async def search(uow, query: str, limit: int = MAX_RESULTS) -> list:
+    """Active courses matching `query`, best first."""
+    courses = {c.id: c for c in await uow.courses.active()}
+    index = course_index(courses.values())
+    return [courses[cid] for cid, _ in index.search(query, limit)]
+
+
+async def owned_courses(uow, learner_id: int) -> list:
+    """The courses a learner owns, newest enrolment first."""
+    return list(await uow.enrolments.courses_of(learner_id))
