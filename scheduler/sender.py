@@ -28,6 +28,7 @@ from datetime import timedelta
 
 from bot.core import RateLimited, RejectedMessage, Unreachable, reply_from_body
 from services.announcements import report_finished
+from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,13 @@ def sender_state(app, monotonic: Monotonic | None = None, sleep: Sleep | None = 
     return state
 
 
+def send_rate(settings, channel: str) -> float:
+    """The channel's own ceiling (`WECHAT_SEND_RATE_PER_SECOND`) or `SEND_RATE_PER_SECOND`."""
+    return getattr(settings, f"{channel}_send_rate_per_second", None) or (
+        settings.send_rate_per_second
+    )
+
+
 @dataclass(frozen=True)
 class Round:
     """What one drain did: rows claimed (settled at the claim included) and rows sent."""
@@ -270,7 +278,7 @@ class _Book:
 
     async def add_unreachable(self, row, error: str) -> None:
         """Remember a row the platform refused with 403 (its identity gets flagged)."""
-        self.unreachable.append((row.id, row.channel, row.user_ref, error))
+        self.unreachable.append((row, error))
         await self._write(self.group)
 
     async def flush(self) -> None:
@@ -296,15 +304,34 @@ class _Book:
         now = self.app.clock.now()
         async with self.app.uow() as uow:
             await uow.claims.settle_sent(sent, now)
-            for row_id, channel, user_ref, error in unreachable:
-                await uow.claims.settle(row_id, "unreachable", now, error)
-                await uow.learners.mark_unreachable(channel, user_ref, now)
+            for row, error in unreachable:
+                await uow.claims.settle(row.id, "unreachable", now, error)
+                await uow.learners.mark_unreachable(row.channel, row.user_ref, now)
+                await _fall_back(uow, row, now)
             await uow.commit()
+
+
+async def _fall_back(uow, row, now) -> None:
+    """Re-send to the learner's other reachable channel (linked accounts), if there is one."""
+    if row.learner_id is None:
+        return
+    other = (await uow.audience.of_learners([row.learner_id])).get(row.learner_id)
+    if other is None or not other.reachable or other.channel == row.channel:
+        return
+    again = Outgoing(
+        other.channel,
+        other.user_ref,
+        reply_from_body(row.body),
+        row.kind,
+        learner_id=row.learner_id,
+        dedupe_key=f"fallback:{row.id}",
+    )
+    await enqueue(uow, again, now)
 
 
 async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: _Book) -> int:
     channel = app.channels.get(row.channel)
-    limiter = state.limiter(row.channel, app.settings.send_rate_per_second)
+    limiter = state.limiter(row.channel, send_rate(app.settings, row.channel))
     reply = reply_from_body(row.body)
     chat = (row.channel, row.user_ref)
     async with gate:

@@ -329,6 +329,7 @@ class Claimed:
     body: dict
     attempts: int
     learner_id: int | None
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,7 @@ class OutboxClaims(Repo):
                     OutboxMessage.body,
                     OutboxMessage.attempts,
                     OutboxMessage.learner_id,
+                    OutboxMessage.kind,
                 )
             )
         ).all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -58,6 +58,10 @@ async def insert_ignore_many(session, model: type, rows: list[dict]) -> int:
     return inserted
 
 
+#: How stale an identity's last_seen_at may get before a message refreshes it (fewer writes).
+SEEN_GRANULARITY = timedelta(seconds=60)
+
+
 def _locale_from_hint(hint: str | None, default: str) -> str:
     if hint and hint.lower().startswith("zh"):
         return "zh"
@@ -107,6 +111,9 @@ class LearnerRepo(Repo):
             return identity.learner
         if display_name and identity.learner.display_name != display_name[:128]:
             identity.learner.display_name = display_name[:128]
+        now = utcnow()
+        if identity.last_seen_at is None or now - identity.last_seen_at > SEEN_GRANULARITY:
+            identity.last_seen_at = now  # proactive messages go to the channel used last
         return identity.learner
 
     async def identity(self, channel: str, user_ref: str) -> Identity | None:
