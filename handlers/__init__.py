@@ -20,6 +20,11 @@ FEATURES = [
     "live",
     "announce",
     "link",
+    "stats",
+    "coupons",
+    "export",
+    "roles",
+    "mydata",
 ]
 
 
