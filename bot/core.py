@@ -308,7 +308,7 @@ async def call_with_deps(handler: Handler, deps: dict[str, Any]) -> Any:
 
 
 #: What the dispatcher gives every handler besides the process-wide dependencies.
-PER_MESSAGE = ("msg", "uow", "learner", "t", "step")
+PER_MESSAGE = ("msg", "uow", "learner", "t", "step", "deps")
 
 
 class DependencyError(TypeError):
@@ -409,6 +409,7 @@ class Dispatcher:
                 log.warning("refused admin route to %s:%s", msg.channel, msg.user_ref)
                 return [Reply(t("admin.refused"))]
             deps = {**self.deps, "msg": msg, "uow": uow, "learner": learner, "t": t, "step": step}
+            deps["deps"] = deps  # for wrappers that call another handler (questions, coupons)
             try:
                 outputs = _as_outputs(await call_with_deps(route.handler, deps))
             except IntegrityError:

@@ -162,9 +162,8 @@ def wrap_router(router: Router) -> None:
 
 
 def _promo_start(start_handler):
-    async def start_or_promo(msg: Incoming, uow, learner, t, step, app) -> object:
+    async def start_or_promo(msg: Incoming, uow, learner, t, deps) -> object:
         payload = msg.args.strip()
-        deps = {**app.deps, "msg": msg, "uow": uow, "learner": learner, "t": t, "step": step}
         if payload.lower().startswith(PROMO_PREFIX) and len(payload) > len(PROMO_PREFIX):
             code = payload[len(PROMO_PREFIX) :]
             return await apply_code(

@@ -214,9 +214,8 @@ def wrap_router(router: Router) -> None:
     """After all routes merged: a text replying to a forwarded question is its answer."""
     fallback = router.kinds.get("text")
 
-    async def text_or_reply(msg: Incoming, uow, learner, t, step, app) -> object:
+    async def text_or_reply(msg: Incoming, uow, learner, t, deps) -> object:
         question_id = replied_question_id(msg)
-        deps = {**app.deps, "msg": msg, "uow": uow, "learner": learner, "t": t, "step": step}
         if question_id is not None:
             return await record_answer(
                 question_id, msg.text, msg, uow, learner, t, deps["settings"], deps["clock"]
