@@ -1,27 +1,66 @@
-"""Inbound throughput: our bot vs a bare aiogram echo bot on the same fake Bot API server.
+"""Inbound throughput: coursebot on aiogram and on PTB vs a bare aiogram echo bot, one fake server.
 
-Usage: python bench/inbound.py [N]   (default N=1000 updates)
-Prints updates/s for each bot, their ratio, and the p50/p99 pre-checkout answer latency.
+Usage: python bench/inbound.py [N] [ROUNDS]   (default N=1000 updates, 3 start-up rounds)
+Prints updates/s for each bot and the ratios, the p50/p99 pre-checkout answer latency of each
+runtime under a /catalog load, and spawn → first getUpdates of `coursebot run` on each runtime
+and of the bare echo bot (medians).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from aiogram import Bot, Dispatcher, Router  # noqa: E402
 from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from aiogram.types import Message  # noqa: E402
 
-from tests.conftest import FixedClock, start_telegram_app  # noqa: E402
+from bot.bootstrap import build_app  # noqa: E402
+from bot.channels import configured_channels  # noqa: E402
+from bot.demo import seed_demo  # noqa: E402
+from bot.runner import start_channels  # noqa: E402
+from tests.conftest import FixedClock, make_settings  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
+
+RUNTIMES = ("aiogram", "ptb")
+ECHO = """
+import asyncio, sys
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+dp = Dispatcher()
+@dp.message()
+async def echo(message):
+    await message.answer(message.text or "")
+session = AiohttpSession(api=TelegramAPIServer.from_base(sys.argv[1]))
+asyncio.run(dp.start_polling(Bot(sys.argv[2], session=session), handle_signals=False))
+"""
+
+
+async def start_app(runtime: str, tg: FakeTelegram):
+    """coursebot polling the fake with the chosen Telegram runtime, on a fresh SQLite file."""
+    db = Path(tempfile.mkdtemp()) / "bench.db"
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{db}",
+        telegram_bot_token=tg.token,
+        telegram_api_url=tg.base_url,
+        telegram_runtime=runtime,
+    )
+    app = await build_app(settings, clock=FixedClock())
+    async with app.uow() as uow:
+        await seed_demo(uow)
+    channels = configured_channels(app)
+    await start_channels(app, channels)
+    return app, channels[0]
 
 
 async def push_messages(tg: FakeTelegram, n: int, text: str) -> None:
@@ -45,11 +84,10 @@ async def catalog_rate(tg: FakeTelegram, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def run_ours(n: int) -> float:
-    """Updates per second handled by coursebot (polling, SQLite file)."""
+async def run_ours(n: int, runtime: str) -> float:
+    """Updates per second handled by coursebot (polling, SQLite file) on one runtime."""
     async with FakeTelegram() as tg:
-        db = Path(tempfile.mkdtemp()) / "bench.db"
-        app, channel = await start_telegram_app(f"sqlite+aiosqlite:///{db}", FixedClock(), tg)
+        app, channel = await start_app(runtime, tg)
         try:
             return await catalog_rate(tg, n)
         finally:
@@ -80,11 +118,10 @@ async def run_echo(n: int) -> float:
             await bot.session.close()
 
 
-async def pre_checkout_latency(payments: int) -> list[float]:
+async def pre_checkout_latency(payments: int, runtime: str) -> list[float]:
     """Seconds from a pre-checkout query to its answer, under a background /catalog load."""
     async with FakeTelegram() as tg:
-        db = Path(tempfile.mkdtemp()) / "bench.db"
-        app, channel = await start_telegram_app(f"sqlite+aiosqlite:///{db}", FixedClock(), tg)
+        app, channel = await start_app(runtime, tg)
         latencies = []
         try:
             load = asyncio.create_task(push_messages(tg, payments * 5, "/catalog"))
@@ -104,19 +141,81 @@ async def pre_checkout_latency(payments: int) -> list[float]:
     return latencies
 
 
+async def time_to_first_poll(tg: FakeTelegram, argv: list[str], env: dict) -> float:
+    """Seconds from spawn to the process's first getUpdates."""
+    since = len(tg.requests)
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await tg.wait_for_request("getUpdates", timeout=120, since=since)
+        return time.perf_counter() - start
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def startup_times(rounds: int) -> dict[str, list[float]]:
+    """`coursebot run` on each runtime and the bare echo bot, interleaved, spawn → getUpdates."""
+    times: dict[str, list[float]] = {name: [] for name in (*RUNTIMES, "echo")}
+    async with FakeTelegram() as tg:
+        for _ in range(rounds):
+            for runtime in RUNTIMES:
+                folder = Path(tempfile.mkdtemp(prefix="coursebot-inbound-"))
+                env = {
+                    **os.environ,
+                    "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'bench.db'}",
+                    "TELEGRAM_BOT_TOKEN": tg.token,
+                    "TELEGRAM_API_URL": tg.base_url,
+                    "TELEGRAM_RUNTIME": runtime,
+                    "RECOMMENDER_MODEL_PATH": str(folder / "model.npz"),
+                    "WEB_PORT": "0",
+                    "LOG_LEVEL": "WARNING",
+                }
+                argv = [sys.executable, "-m", "bot", "run"]
+                times[runtime].append(await time_to_first_poll(tg, argv, env))
+            argv = [sys.executable, "-c", ECHO, tg.base_url, tg.token]
+            times["echo"].append(await time_to_first_poll(tg, argv, dict(os.environ)))
+    return times
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def main() -> None:
-    """Run both bots and print the figures."""
+    """Run every bot and print the figures."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    ours = asyncio.run(run_ours(n))
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    rates = {runtime: asyncio.run(run_ours(n, runtime)) for runtime in RUNTIMES}
     echo = asyncio.run(run_echo(n))
-    latencies = sorted(asyncio.run(pre_checkout_latency(100)))
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"updates: {n} (polling, sequential handling, SQLite file)")
-    print(f"coursebot       : {ours:8.1f} updates/s")
-    print(f"aiogram echo bot: {echo:8.1f} updates/s")
-    print(f"ratio ours/echo : {ours / echo:8.2f}")
-    print(f"pre-checkout answer latency over {len(latencies)} payments under load: "
-          f"p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    latencies = {runtime: asyncio.run(pre_checkout_latency(100, runtime)) for runtime in RUNTIMES}
+    startup = asyncio.run(startup_times(rounds))
+    print(f"updates: {n} /catalog (polling, SQLite file; echo: plain echo handler)")
+    for runtime in RUNTIMES:
+        print(f"coursebot on {runtime:<8}: {rates[runtime]:8.1f} updates/s")
+    print(f"aiogram echo bot    : {echo:8.1f} updates/s")
+    for runtime in RUNTIMES:
+        print(f"ratio {runtime}/echo{'':<6}: {rates[runtime] / echo:8.2f}")
+    for runtime in RUNTIMES:
+        lat = latencies[runtime]
+        print(
+            f"pre-checkout answer on {runtime:<8} over {len(lat)} payments under load: "
+            f"p50 {statistics.median(lat) * 1000:.1f} ms, p99 {p99(lat) * 1000:.1f} ms"
+        )
+    for name, values in startup.items():
+        label = "bare aiogram echo" if name == "echo" else f"coursebot run ({name})"
+        print(
+            f"spawn → first getUpdates, {label:<22}: median {statistics.median(values):.2f} s "
+            f"({', '.join(f'{v:.2f}' for v in values)})"
+        )
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ in zh and en, the same error mapping for the sender. What differs is how updates
   replies were sent. An update in flight when the process dies is fetched again by the next
   process; the inbox drops the ones that had committed. In webhook mode `/telegram` on our one
   web server answers 200 only after processing (500 if processing failed: Telegram retries).
-* **Pre-checkout never waits.** A `pre_checkout_query` is dispatched at once in its own task; other
-  updates run in per-chat lanes (in order within a chat, a few chats at a time), so a slow handler
-  in one chat delays neither payments nor other learners. While updates are in flight the poller
-  keeps polling (a short tick) to see new ones; Telegram keeps returning the unconfirmed ones,
-  which are skipped.
+* **Pre-checkout never waits.** A `pre_checkout_query` is dispatched at once in its own task;
+  other updates run in per-chat lanes (in order within a chat; on PostgreSQL a few chats at a
+  time, on SQLite one, as its single writer would only make them queue). While updates are in
+  flight the poller keeps polling every `BUSY_TICK` to see new ones; Telegram keeps returning the
+  unconfirmed ones, which are skipped unparsed. (getUpdates returns at most 100 updates from the
+  offset, so a pre-checkout is seen once fewer than 100 unfinished updates are ahead of it.)
 * **Nothing of PTB's that must survive a restart:** no JobQueue, no persistence, no
   AIORateLimiter. Rate limits, retries and proactive sends stay in our outbox and sender.
 """
@@ -51,6 +52,7 @@ from telegram.ext import (
     PreCheckoutQueryHandler,
     filters,
 )
+from telegram.warnings import PTBUserWarning
 
 from bot.channels.base import Channel
 from bot.channels.telegram_common import (
@@ -82,10 +84,14 @@ log = logging.getLogger(__name__)
 
 #: Long-poll timeout (s) while nothing is in flight.
 POLL_TIMEOUT = 25
+#: Seconds a getUpdates answer may take beyond its long-poll timeout.
+READ_TIMEOUT = 10.0
 #: Seconds between polls while updates are in flight (Telegram keeps returning those).
-BUSY_TICK = 0.05
-#: Chats handled at the same time (each chat's updates stay in order).
+BUSY_TICK = 0.1
+#: Chats handled at the same time (each chat's updates stay in order). SQLite has one writer,
+#: so there concurrent transactions only wait on its lock: one chat at a time, as on aiogram.
 LANES = 4
+SQLITE_LANES = 1
 #: Attempts at an update whose processing raised (the inbox makes a retry safe).
 ATTEMPTS = 3
 RETRY_DELAY = 0.5
@@ -191,7 +197,7 @@ class PtbChannel(Channel):
         app,
         *,
         poll_timeout: float = POLL_TIMEOUT,
-        lanes: int = LANES,
+        lanes: int | None = None,
         busy_tick: float = BUSY_TICK,
     ) -> None:
         self.app = app
@@ -217,6 +223,8 @@ class PtbChannel(Channel):
         self.poll_timeout = poll_timeout
         self.busy_tick = busy_tick
         self.tracker = UpdateTracker()
+        if lanes is None:
+            lanes = SQLITE_LANES if settings.database_url.startswith("sqlite") else LANES
         self._lanes = asyncio.Semaphore(lanes)
         self._lane_tails: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -376,11 +384,7 @@ class PtbChannel(Channel):
             offset = self.tracker.offset()
             busy = self.tracker.in_flight > 0
             try:
-                updates = await self.bot.get_updates(
-                    offset=offset,
-                    timeout=0 if busy else self.poll_timeout,
-                    allowed_updates=ALLOWED_UPDATES,
-                )
+                raw = await self._get_updates(offset, 0 if busy else self.poll_timeout)
             except RetryAfter as error:
                 await asyncio.sleep(retry_seconds(error))
                 continue
@@ -391,20 +395,34 @@ class PtbChannel(Channel):
                 continue
             delay = 0.0
             self.tracker.confirmed(offset)
-            fresh = [u for u in updates if self.tracker.is_new(u.update_id)]
+            # Only new updates are parsed: the ones in flight come back on every poll.
+            fresh = [
+                Update.de_json(u, self.bot) for u in raw if self.tracker.is_new(u["update_id"])
+            ]
             # Payments first: a pre-checkout answer has a 10 s deadline.
             fresh.sort(key=lambda u: u.pre_checkout_query is None)
             for update in fresh:
                 self._schedule(update)
-            if self.tracker.in_flight and not fresh:
-                # Only updates still in flight came back: wait for one to finish, or a tick
-                # to look for new ones (a pre-checkout must not wait for a slow handler).
+            if self.tracker.in_flight:
+                # Updates are in flight: look again after a tick for new ones (a pre-checkout
+                # must not wait for a slow handler), or as soon as all are done.
                 # (asyncio.timeout, not wait_for: on 3.11 wait_for can turn a cancel that
                 # meets its timeout into TimeoutError, and the loop would never stop.)
                 self._progress.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.busy_tick):
                         await self._progress.wait()
+
+    async def _get_updates(self, offset: int | None, timeout: float) -> list[dict]:
+        """getUpdates as raw JSON, on PTB's own getUpdates connection pool."""
+        kwargs = {"timeout": timeout, "allowed_updates": ALLOWED_UPDATES}
+        if offset is not None:
+            kwargs["offset"] = offset
+        with warnings.catch_warnings():  # "use Bot.get_updates": we want the JSON unparsed
+            warnings.simplefilter("ignore", PTBUserWarning)
+            return await self.bot.do_api_request(
+                "getUpdates", api_kwargs=kwargs, read_timeout=READ_TIMEOUT + timeout
+            )
 
     def _schedule(self, update: Update) -> None:
         self.tracker.started(update.update_id)
@@ -434,7 +452,8 @@ class PtbChannel(Channel):
             if lane is not None and self._lane_tails.get(lane) is asyncio.current_task():
                 del self._lane_tails[lane]
         self.tracker.done(update.update_id)
-        self._progress.set()
+        if not self.tracker.in_flight:
+            self._progress.set()
 
     async def _attempts(self, update: Update) -> None:
         for attempt in range(1, ATTEMPTS + 1):

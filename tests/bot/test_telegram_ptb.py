@@ -28,7 +28,7 @@ from tests.conftest import make_settings
 from tests.fakes.telegram_api import has
 
 
-async def start_ptb_app(db_url: str, clock, tg, **overrides):
+async def start_ptb_app(db_url: str, clock, tg, lanes: int | None = None, **overrides):
     """The app with the real PTB channel polling (or webhook) against the fake server."""
     settings = make_settings(
         db_url,
@@ -42,6 +42,8 @@ async def start_ptb_app(db_url: str, clock, tg, **overrides):
         await seed_demo(uow)
     (channel,) = configured_channels(app)
     assert isinstance(channel, PtbChannel)
+    if lanes is not None:
+        channel = PtbChannel(app, lanes=lanes)
     await start_channels(app, [channel])
     return app, channel
 
@@ -140,32 +142,40 @@ async def test_failed_processing_is_retried_and_confirmed_after(ptb_app, tg):
     assert calls == [f"tg:{update['update_id']}"] * 2
 
 
-async def test_pre_checkout_does_not_wait_for_a_slow_handler(ptb_app, tg):
-    """One learner's slow update holds neither another's pre-checkout nor their payment."""
-    app, _ = ptb_app
-    buyer = tg.user(2003, language_code="en")
-    await buyer.send("/start course_2")
-    await buyer.wait_for_message(has("#2"))
-    await buyer.press("buy:2")
-    await buyer.wait_for_message(lambda m: "invoice" in m)
-    real, release = app.dispatcher.dispatch, asyncio.Event()
+@pytest.mark.parametrize("lanes", [None, 4])
+async def test_pre_checkout_does_not_wait_for_a_slow_handler(sqlite_url, clock, tg, lanes):
+    """One learner's slow update never holds another's pre-checkout; with several lanes (the
+    PostgreSQL default) not their payment either. Nothing after the slow one is confirmed."""
+    app, channel = await start_ptb_app(sqlite_url, clock, tg, lanes=lanes)
+    try:
+        buyer = tg.user(2003, language_code="en")
+        await buyer.send("/start course_2")
+        await buyer.wait_for_message(has("#2"))
+        await buyer.press("buy:2")
+        await buyer.wait_for_message(lambda m: "invoice" in m)
+        real, release = app.dispatcher.dispatch, asyncio.Event()
 
-    async def slow_for_one(msg):
-        if msg.user_ref == "2004":
-            await release.wait()
-        return await real(msg)
+        async def slow_for_one(msg):
+            if msg.user_ref == "2004":
+                await release.wait()
+            return await real(msg)
 
-    app.dispatcher.dispatch = slow_for_one
-    slow = tg.user(2004, language_code="en")
-    stuck = await slow.send("/catalog")
-    assert await buyer.pay(timeout=3), buyer.last_payment_error
-    await buyer.wait_for_message(has("Payment received"))
-    assert not tg.messages_for(slow.id)
-    assert stuck["update_id"] in pending_ids(tg)  # nothing at or after it confirmed yet
-    release.set()
-    await slow.wait_for_message(lambda m: m.get("reply_markup"))
-    await tg.wait_until(lambda: not pending_ids(tg), what="everything confirmed")
-    assert await count(app, Enrolment) == 1
+        app.dispatcher.dispatch = slow_for_one
+        slow = tg.user(2004, language_code="en")
+        stuck = await slow.send("/catalog")
+        assert await buyer.pay(timeout=3), buyer.last_payment_error
+        if lanes:
+            await buyer.wait_for_message(has("Payment received"))
+        assert not tg.messages_for(slow.id)
+        assert stuck["update_id"] in pending_ids(tg)  # nothing at or after it confirmed yet
+        release.set()
+        await slow.wait_for_message(lambda m: m.get("reply_markup"))
+        await buyer.wait_for_message(has("Payment received"))
+        await tg.wait_until(lambda: not pending_ids(tg), what="everything confirmed")
+        assert await count(app, Enrolment) == 1
+    finally:
+        await channel.stop()
+        await app.close()
 
 
 async def test_commands_published_and_nothing_of_ptb_that_must_persist(ptb_app, tg):
