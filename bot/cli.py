@@ -194,10 +194,15 @@ def run(
     role: str = typer.Option("all", help="all | bot | scheduler: split the process for scale"),
 ) -> None:
     """Run every configured channel (and, with later roles, the scheduler) in one process."""
+    from bot.channels.base import ChannelConfigError
     from bot.runner import run_forever
 
     settings = _settings()
-    asyncio.run(run_forever(settings, role))
+    try:
+        asyncio.run(run_forever(settings, role))
+    except ChannelConfigError as problem:
+        errors.print(f"configuration error: {problem}")
+        raise typer.Exit(code=2) from None
 
 
 def _mount_recommender() -> None:

@@ -9,14 +9,19 @@ import signal
 
 from bot.bootstrap import build_app
 from bot.channels import configured_channels
+from bot.channels.base import ChannelConfigError
 from bot.channels.web import WebServer
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 ROLES = ("all", "bot", "scheduler")
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 
 
-async def start_channels(app, channels, healthz: bool = False) -> None:
+async def start_channels(
+    app, channels, healthz: bool = False, stop: asyncio.Event | None = None
+) -> None:
     """Register channels, serve their routes on the one web server, then start them.
 
     The web server listens when a channel added a route, or always with `healthz` (operators
@@ -29,8 +34,45 @@ async def start_channels(app, channels, healthz: bool = False) -> None:
     if healthz or len(web.paths()) > 1:
         await web.start()
     for channel in channels:
-        await channel.start()
-        app.started.append(channel)
+        if await start_with_retry(channel, stop):
+            app.started.append(channel)
+
+
+async def start_with_retry(channel, stop: asyncio.Event | None = None) -> bool:
+    """Start a channel, retrying network failures with backoff (one log line each).
+
+    Raises ChannelConfigError when the failure means a setting is wrong; returns False when
+    `stop` was set while waiting.
+    """
+    delay = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            await channel.start()
+            return True
+        except Exception as error:  # noqa: BLE001 - every start failure is retried or reported
+            problem = channel.config_problem(error)
+            if problem:
+                raise ChannelConfigError(problem) from error
+            log.warning(
+                "%s: start failed (%s: %s); retrying in %.0f s",
+                channel.name,
+                type(error).__name__,
+                str(error)[:200],
+                delay,
+            )
+        if stop is None:
+            await asyncio.sleep(delay)
+        elif await _stopped_within(stop, delay):
+            return False
+        delay = min(RETRY_MAX_SECONDS, delay * 2)
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def start_scheduler_and_sender(app) -> list:
@@ -62,7 +104,7 @@ async def run_forever(settings: Settings, role: str = "all") -> None:
     services = []
     try:
         if role in ("all", "bot"):
-            await start_channels(app, channels, healthz=True)
+            await start_channels(app, channels, healthz=True, stop=stop)
         if role in ("all", "scheduler"):  # exactly one scheduler process per database
             services = await start_scheduler_and_sender(app)
         await stop.wait()

@@ -16,6 +16,10 @@ from bot.core import Button, ChannelError, Reply, numbered_text
 from bot.i18n import STARS
 
 
+class ChannelConfigError(Exception):
+    """A channel cannot start with these settings (e.g. the platform refused the token)."""
+
+
 class Channel(ABC):
     """A chat channel: receives updates (its own way), sends replies, refunds payments.
 
@@ -35,6 +39,11 @@ class Channel(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop receiving updates and release connections."""
+
+    def config_problem(self, error: Exception) -> str | None:
+        """What to tell the operator when `error` from `start` means a setting is wrong (no
+        retry will help); None for failures worth retrying (network blips, 5xx)."""
+        return None
 
     @abstractmethod
     async def send(self, user_ref: str, reply: Reply) -> None:

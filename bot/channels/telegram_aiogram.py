@@ -17,6 +17,7 @@ from aiogram.exceptions import (
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
+    TelegramUnauthorizedError,
 )
 from aiogram.types import (
     BotCommand,
@@ -190,6 +191,12 @@ class AiogramChannel(Channel):
             )
         default = self.app.settings.default_locale
         await self.bot.set_my_commands(bot_commands(default, commands))
+
+    def config_problem(self, error: Exception) -> str | None:
+        """A refused token is a setting to fix, not a blip to retry."""
+        if isinstance(error, TelegramUnauthorizedError):
+            return "TELEGRAM_BOT_TOKEN was refused by Telegram (401): copy it from @BotFather"
+        return None
 
     def _webhook_secret(self) -> str | None:
         secret = self.app.settings.telegram_webhook_secret
