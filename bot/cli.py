@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,8 @@ def _settings(**overrides) -> Settings:
 
     settings = load_settings(**overrides)
     setup_logging(settings.log_level, settings.secrets())
+    for problem in settings.problems():
+        logging.getLogger("coursebot.settings").warning("%s", problem)
     return settings
 
 

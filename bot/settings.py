@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -20,6 +24,30 @@ def parse_offset(text: str) -> timedelta:
     if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
         raise ValueError(f"bad duration {text!r}: use a number and one of d, h, m, s")
     return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+
+
+SETTING_PREFIXES = ("TELEGRAM_", "WECHAT_", "WECHATPAY_", "COURSEBOT_")
+CHANNELS = ("telegram", "wechat", "console")
+#: Telegram accounts that are never people: GroupAnonymousBot and the service notifications.
+TELEGRAM_SERVICE_IDS = frozenset({"1087968824", "777000"})
+
+
+def admin_problem(entry: str) -> str:
+    """Why an ADMINS entry can never match anyone ('' when it is fine)."""
+    channel, _, user = entry.partition(":")
+    if channel not in CHANNELS or not user:
+        return f"ADMINS entry {entry!r} is not channel:user (e.g. telegram:123456789)"
+    if channel == "telegram" and not (user.isascii() and user.isdigit()):
+        return f"ADMINS entry {entry!r}: a Telegram user id is a number"
+    if channel == "telegram" and user in TELEGRAM_SERVICE_IDS:
+        return f"ADMINS entry {entry!r} is a Telegram service account and is never an admin"
+    return ""
+
+
+def _dotenv_names() -> list[str]:
+    """Variable names in ./.env, if there is one."""
+    path = Path(".env")
+    return [name.upper() for name in dotenv_values(path)] if path.is_file() else []
 
 
 class Settings(BaseSettings):
@@ -131,8 +159,24 @@ class Settings(BaseSettings):
         return ZoneInfo(self.timezone)
 
     def is_admin(self, channel: str, user_ref: str) -> bool:
-        """True when `channel:user_ref` is on the ADMINS allow-list."""
+        """True when `channel:user_ref` is on the ADMINS allow-list (never a Telegram service
+        account such as GroupAnonymousBot or the Telegram notifications account)."""
+        if channel == "telegram" and user_ref in TELEGRAM_SERVICE_IDS:
+            return False
         return f"{channel}:{user_ref}" in self.admins
+
+    def problems(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """Warnings for the operator: look-alike unknown variables, malformed ADMINS entries."""
+        environ = os.environ if environ is None else environ
+        known = {name.upper() for name in type(self).model_fields}
+        found = [
+            f"{name} is not a coursebot setting and is ignored (see .env.example)"
+            for name in sorted(set(environ) | set(_dotenv_names()))
+            if name.startswith(SETTING_PREFIXES) and name not in known
+        ]
+        return found + [
+            admin_problem(entry) for entry in sorted(self.admins) if admin_problem(entry)
+        ]
 
     def secrets(self) -> list[str]:
         """Every secret value that is set, for the log redaction filter."""

@@ -36,3 +36,24 @@ def test_env_example_loads_as_it_is(tmp_path, monkeypatch):
 def test_bad_values_say_what_is_wrong(field, value, message):
     with pytest.raises(ValidationError, match=message):
         Settings(_env_file=None, **{field: value})
+
+
+def test_look_alike_variables_and_malformed_admins_are_reported():
+    from bot.settings import Settings
+
+    settings = Settings(admins="123,telegram:777000,telegram:42,wechat:oAbC", _env_file=None)
+    problems = settings.problems({"TELEGRAM_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "y", "HOME": "/"})
+    assert any(p.startswith("TELEGRAM_TOKEN is not a coursebot setting") for p in problems)
+    assert not any("TELEGRAM_BOT_TOKEN" in p for p in problems)
+    assert any("'123' is not channel:user" in p for p in problems)
+    assert any("telegram:777000" in p and "service account" in p for p in problems)
+    assert len(problems) == 3
+
+
+def test_telegram_service_accounts_are_never_admins():
+    from bot.settings import Settings
+
+    settings = Settings(admins="telegram:1087968824,telegram:777000,telegram:42", _env_file=None)
+    assert not settings.is_admin("telegram", "1087968824")
+    assert not settings.is_admin("telegram", "777000")
+    assert settings.is_admin("telegram", "42")
