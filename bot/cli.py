@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import typer
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.settings import Settings
 
@@ -19,6 +21,7 @@ app = typer.Typer(
     help="coursebot: a chat-bot storefront for paid live courses.", no_args_is_help=True
 )
 console = Console(soft_wrap=True)
+DRIVERS = ("asyncpg", "psycopg", "aiosqlite")
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -32,6 +35,33 @@ def load_settings(**overrides) -> Settings:
             message = problem["msg"].removeprefix("Value error, ")
             errors.print(f"configuration error: {name}: {message} (see .env.example)")
         raise typer.Exit(code=2) from None
+
+
+@contextlib.contextmanager
+def database_errors(settings: Settings):
+    """Turn a missing driver or an unreachable database into one line (traceback at DEBUG)."""
+    from storage.db import sqlite_path_problem
+
+    problem = sqlite_path_problem(settings.database_url)
+    if problem:
+        errors.print(f"configuration error: DATABASE_URL: {problem}")
+        raise typer.Exit(code=2)
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if settings.log_level.upper() == "DEBUG" or error.name not in DRIVERS:
+            raise
+        errors.print(
+            f"configuration error: DATABASE_URL needs the {error.name} driver: "
+            "pip install 'coursebot[postgres]'"
+        )
+        raise typer.Exit(code=2) from None
+    except (OSError, SQLAlchemyError) as error:
+        if settings.log_level.upper() == "DEBUG":
+            raise
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        errors.print(f"database error: cannot use {_safe_url(settings)}: {reason}")
+        raise typer.Exit(code=1) from None
 
 
 def _settings(**overrides) -> Settings:
@@ -81,7 +111,8 @@ def demo(
         )
         lines = script.open(encoding="utf-8") if script else sys.stdin
         try:
-            asyncio.run(_demo(settings, locale, lines))
+            with database_errors(settings):
+                asyncio.run(_demo(settings, locale, lines))
         finally:
             if script:
                 lines.close()
@@ -178,7 +209,8 @@ def seed_demo_command() -> None:
         finally:
             await app_.close()
 
-    added = asyncio.run(run())
+    with database_errors(load_settings()):
+        added = asyncio.run(run())
     console.print(f"added {added} demo courses" if added else "courses exist; nothing added")
 
 
@@ -188,7 +220,8 @@ def migrate() -> None:
     from storage.migrate import upgrade
 
     settings = _settings()
-    upgrade(settings.database_url)
+    with database_errors(settings):
+        upgrade(settings.database_url)
     console.print("database is up to date")
 
 
@@ -202,7 +235,8 @@ def run(
 
     settings = _settings()
     try:
-        asyncio.run(run_forever(settings, role))
+        with database_errors(settings):
+            asyncio.run(run_forever(settings, role))
     except ChannelConfigError as problem:
         errors.print(f"configuration error: {problem}")
         raise typer.Exit(code=2) from None

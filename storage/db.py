@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -12,6 +15,22 @@ SQLITE_BUSY_TIMEOUT_S = 15
 def is_sqlite(url: str) -> bool:
     """True for an SQLite database URL."""
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path_problem(url: str) -> str | None:
+    """Why an SQLite database file cannot be opened for writing (None when it can)."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database or ""
+    if database in ("", ":memory:"):
+        return None
+    path = Path(database).expanduser().resolve()
+    folder = path.parent
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"{path} is not readable and writable by this user"
+    if not path.exists() and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        return f"cannot create {path}: folder {folder} is missing or not writable"
+    return None
 
 
 def make_engine(url: str, **kwargs) -> AsyncEngine:

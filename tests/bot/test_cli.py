@@ -64,3 +64,19 @@ def test_the_demo_script_runs_and_leaves_no_temporary_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Categories" in done.stdout
     assert not list(tmp_path.glob("coursebot-demo-*"))
+
+
+def test_an_unwritable_sqlite_path_is_one_line_naming_it(tmp_path):
+    done = run_cli("migrate", DATABASE_URL="sqlite+aiosqlite:////proc/nope/x.db")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "/proc/nope/x.db" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unreachable_postgresql_is_one_line(tmp_path):
+    done = run_cli(
+        "migrate", DATABASE_URL="postgresql+asyncpg://u:pw@127.0.0.1:1/x", LOG_LEVEL="WARNING"
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot use postgresql+asyncpg://u:***@127.0.0.1:1/x" in lines[0]
