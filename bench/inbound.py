@@ -200,10 +200,10 @@ def main() -> None:
     startup = asyncio.run(startup_times(rounds))
     print(f"updates: {n} /catalog (polling, SQLite file; echo: plain echo handler)")
     for runtime in RUNTIMES:
-        print(f"coursebot on {runtime:<8}: {rates[runtime]:8.1f} updates/s")
-    print(f"aiogram echo bot    : {echo:8.1f} updates/s")
+        print(f"{'coursebot on ' + runtime:<22}: {rates[runtime]:8.1f} updates/s")
+    print(f"{'bare aiogram echo bot':<22}: {echo:8.1f} updates/s")
     for runtime in RUNTIMES:
-        print(f"ratio {runtime}/echo{'':<6}: {rates[runtime] / echo:8.2f}")
+        print(f"{'ratio ' + runtime + '/echo':<22}: {rates[runtime] / echo:8.2f}")
     for runtime in RUNTIMES:
         lat = latencies[runtime]
         print(
