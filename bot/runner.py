@@ -10,6 +10,7 @@ import signal
 from bot.bootstrap import build_app
 from bot.channels import configured_channels
 from bot.channels.base import ChannelConfigError
+from bot.channels.links import TrackedLinks
 from bot.channels.web import WebServer
 from bot.settings import Settings
 
@@ -19,20 +20,20 @@ RETRY_FIRST_SECONDS = 1.0
 RETRY_MAX_SECONDS = 30.0
 
 
-async def start_channels(
-    app, channels, healthz: bool = False, stop: asyncio.Event | None = None
-) -> None:
+async def start_channels(app, channels, stop: asyncio.Event | None = None) -> None:
     """Register channels, serve their routes on the one web server, then start them.
 
-    The web server listens when a channel added a route, or always with `healthz` (operators
-    probe `/healthz`). `app.close()` stops the channels and the server.
+    The web server always listens: tracked session links (`/go/<token>`) and `/healthz` live
+    there next to the channels' webhooks. `app.close()` stops the channels and the server.
     """
-    web = app.web = app.web or WebServer(app.settings.web_host, app.settings.web_port)
+    if app.web is None:
+        app.web = WebServer(app.settings.web_host, app.settings.web_port)
+        app.web.add(TrackedLinks(app))  # /go/<token>: personal session links (attendance)
+    web = app.web
     for channel in channels:
         app.channels.add(channel)
         web.add(channel)
-    if healthz or len(web.paths()) > 1:
-        await web.start()
+    await web.start()
     for channel in channels:
         if await start_with_retry(channel, stop):
             app.started.append(channel)
@@ -104,7 +105,7 @@ async def run_forever(settings: Settings, role: str = "all") -> None:
     services = []
     try:
         if role in ("all", "bot"):
-            await start_channels(app, channels, healthz=True, stop=stop)
+            await start_channels(app, channels, stop=stop)
         if role in ("all", "scheduler"):  # exactly one scheduler process per database
             services = await start_scheduler_and_sender(app)
         await stop.wait()

@@ -92,6 +92,7 @@ def make_settings(url: str, **overrides) -> Settings:
         admins=frozenset({f"telegram:{ADMIN_TG}", "console:me"}),
         default_locale="zh",
         telegram_bot_token=None,
+        web_port=0,  # a free port: tests never collide on the web server
         recommender_model_path=f"{tempfile.gettempdir()}/coursebot-no-model-{os.getpid()}.npz",
         _env_file=None,
     )

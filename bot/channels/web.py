@@ -23,10 +23,12 @@ class WebServer:
         self._runner: web.AppRunner | None = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "channels": [c.name for c in self._channels]})
+        chats = [c.name for c in self._channels if hasattr(c, "send")]  # not route providers
+        return web.json_response({"ok": True, "channels": chats})
 
     def add(self, channel) -> None:
-        """Let a channel add its routes (call before `start`)."""
+        """Let a channel (or a route provider such as tracked links) add its routes; call
+        before `start`."""
         channel.add_routes(self.app)
         self._channels.append(channel)
 
