@@ -8,7 +8,9 @@ import sys
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, **env}
+    # The test suite's own COURSEBOT_* variables would be reported as look-alike settings.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COURSEBOT_")}
+    environment = {**clean, **env}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         env=environment,
