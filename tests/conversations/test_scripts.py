@@ -85,10 +85,15 @@ async def buy(driver, person, course_id: int = 1) -> tuple[str, list[Said]]:
 async def test_start(driver):
     """/start greets with the home menu and creates the learner on this channel."""
     person = driver.learner(1, locale="en", name="Li")
+    if not driver.tells_profile:  # WeChat: no name, no language; the default locale
+        person = driver.learner(1, locale=driver.app.settings.default_locale, name="Li")
     home = find(await person.say("/start"), lambda m: m.buttons, "with buttons")
     assert {"cats", "mine"} <= set(home.buttons)
     learner = await learner_of(driver, person)
-    assert learner.display_name == "Li" and learner.locale == "en"
+    if driver.tells_profile:
+        assert learner.display_name == "Li" and learner.locale == "en"
+    else:
+        assert (learner.display_name, learner.locale) == ("", driver.app.settings.default_locale)
 
 
 async def test_deep_link_opens_the_course_card(driver):
@@ -159,7 +164,10 @@ async def test_duplicate_payment_enrols_once(driver):
     person = driver.learner(1)
     charge, _ = await buy(driver, person, 2)
     again = await person.pay_again(charge)
-    assert again, "the learner hears about the repeated payment"
+    if driver.repeat_charge_heard:
+        assert again, "the learner hears about the repeated payment"
+    else:  # the same notification again is the same update: the learner is not told twice
+        assert again == [], [m.text for m in again]
     assert len(await rows(driver, Payment)) == 1
     assert [e.course_id for e in await rows(driver, Enrolment)] == [2]
     assert driver.refunds == []

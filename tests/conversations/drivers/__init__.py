@@ -12,6 +12,7 @@ DRIVERS = {
     "console": "tests.conversations.drivers.console:ConsoleDriver",
     "aiogram": "tests.conversations.drivers.telegram:AiogramDriver",
     "ptb": "tests.conversations.drivers.telegram:PtbDriver",
+    "wechat": "tests.conversations.drivers.wechat:WeChatDriver",
 }
 
 

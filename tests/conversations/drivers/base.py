@@ -98,6 +98,12 @@ class Driver(ABC):
     name: str
     channel: str
     currency: str = "XTR"
+    #: The channel tells the bot a new user's name and language (Telegram's first_name and
+    #: language_code, the console's settings); WeChat tells neither.
+    tells_profile: bool = True
+    #: `pay_again` is a new update the person hears about (a second Telegram successful
+    #: payment, a console redelivery); on WeChat Pay it is the same notification: silent.
+    repeat_charge_heard: bool = True
 
     def __init__(self) -> None:
         self.app = None
