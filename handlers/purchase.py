@@ -114,11 +114,11 @@ def check_text(failure: CheckFailure, t) -> str:
 
 
 @router.on("pre_checkout")
-async def pre_checkout(msg: Incoming, uow, learner, t) -> PreCheckoutAnswer:
+async def pre_checkout(msg: Incoming, uow, learner, t, clock) -> PreCheckoutAnswer:
     """Approve a payment only for the learner's own open order at the current price."""
     info = msg.payment
     verdict = await service.check_pre_checkout(
-        uow, learner.id, info.invoice_payload, info.currency, info.amount
+        uow, learner.id, info.invoice_payload, info.currency, info.amount, clock.now()
     )
     return (
         PreCheckoutAnswer(True)

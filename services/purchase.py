@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from recommender.signals import Signal
+from services import coupons
 from services.catalog import price_in
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,10 @@ async def open_order(
         return OrderResult(OrderStatus.UNAVAILABLE)
     if await uow.enrolments.owns(learner_id, course.id):
         return OrderResult(OrderStatus.OWNED, course=course)
-    price = price_in(course, currency)
-    if price is None:
+    list_price = price_in(course, currency)
+    if list_price is None:
         return OrderResult(OrderStatus.NO_PRICE, course=course)
+    price, coupon = await coupons.price_for(uow, learner_id, course, currency, list_price, now)
     order = await uow.orders.open_for(learner_id, course.id)
     if order is None or (order.currency, order.amount) != (currency, price):
         order = await uow.orders.create(
@@ -78,6 +80,7 @@ async def open_order(
             amount=price,
             created_at=now,
         )
+    await coupons.attach(uow, order, coupon, list_price, now)
     return OrderResult(OrderStatus.OK, order, course)
 
 
@@ -95,7 +98,8 @@ async def reopen_order(
     course = await uow.courses.get(order.course_id)
     if course is None or not course.active:
         return OrderResult(OrderStatus.UNAVAILABLE)
-    if (order.currency, order.amount) == (currency, price_in(course, currency)):
+    price = await coupons.checkout_price(uow, order, course, price_in(course, currency), now)
+    if (order.currency, order.amount) == (currency, price):
         if await uow.enrolments.owns(learner_id, course.id):
             return OrderResult(OrderStatus.OWNED, course=course)
         return OrderResult(OrderStatus.OK, order, course)
@@ -120,7 +124,7 @@ class CheckResult:
 
 
 async def check_pre_checkout(
-    uow, learner_id: int, invoice_payload: str, currency: str, amount: int
+    uow, learner_id: int, invoice_payload: str, currency: str, amount: int, now: datetime
 ) -> CheckResult:
     """May this learner pay `amount` `currency` for the order in `invoice_payload`?
 
@@ -137,7 +141,8 @@ async def check_pre_checkout(
         return CheckResult(False, CheckFailure.OWNED)
     if (currency, amount) != (order.currency, order.amount):
         return CheckResult(False, CheckFailure.AMOUNT)
-    if order.amount != price_in(course, order.currency):
+    list_price = price_in(course, order.currency)
+    if order.amount != await coupons.checkout_price(uow, order, course, list_price, now):
         return CheckResult(False, CheckFailure.AMOUNT)
     return CheckResult(True)
 
@@ -249,6 +254,7 @@ async def record_payment(
         payment.status, payment.note = "surplus", "surplus"
         return await _give_back(payment, course, now, refund, "surplus")
     order.status, order.paid_at = "paid", now
+    await coupons.redeem(uow, order, now)
     await uow.interactions.add(learner_id, order.course_id, Signal.PURCHASE.value, when=now)
     return PaymentResult(PaymentOutcome.ENROLLED, payment, course)
 

@@ -113,11 +113,19 @@ async def test_pre_checkout_compares_amount_and_currency_with_the_order(app):
     order = (await open_cny_order(app, learner)).order
     payload = f"order:{order.id}"
     async with app.uow() as uow:
-        ok = await purchase.check_pre_checkout(uow, learner, payload, CNY, 19900)
-        cheaper = await purchase.check_pre_checkout(uow, learner, payload, CNY, 100)
-        stars = await purchase.check_pre_checkout(uow, learner, payload, STARS, 19900)
-        stranger = await purchase.check_pre_checkout(uow, learner + 999, payload, CNY, 19900)
-        garbage = await purchase.check_pre_checkout(uow, learner, "order:x", CNY, 19900)
+        ok = await purchase.check_pre_checkout(uow, learner, payload, CNY, 19900, app.clock.now())
+        cheaper = await purchase.check_pre_checkout(
+            uow, learner, payload, CNY, 100, app.clock.now()
+        )
+        stars = await purchase.check_pre_checkout(
+            uow, learner, payload, STARS, 19900, app.clock.now()
+        )
+        stranger = await purchase.check_pre_checkout(
+            uow, learner + 999, payload, CNY, 19900, app.clock.now()
+        )
+        garbage = await purchase.check_pre_checkout(
+            uow, learner, "order:x", CNY, 19900, app.clock.now()
+        )
     assert ok.ok
     assert (cheaper.failure, stars.failure) == (CheckFailure.AMOUNT, CheckFailure.AMOUNT)
     assert stranger.failure is CheckFailure.ORDER and garbage.failure is CheckFailure.ORDER
