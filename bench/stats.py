@@ -188,10 +188,9 @@ async def bench(url: str, label: str) -> None:
                 f"(buyers {report.buyers}, sessions {len(report.sessions)})"
             )
         from bot.i18n import Translator
-        from handlers.stats import chart_data
 
         t = Translator("zh", settings.zone)
-        data = chart_data(report, "全部课程", t, settings.zone)
+        data = charts.chart_data(report, "全部课程", t, settings.zone)
         charts.render(data)  # font loading happens once per process
         seconds, png = await timed(lambda: asyncio.to_thread(charts.render, data))
         print(

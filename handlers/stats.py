@@ -94,36 +94,6 @@ def stats_text(report: service.Report, scope_label: str, t) -> str:
     return "\n".join(lines)
 
 
-def chart_data(report: service.Report, title: str, t, zone) -> charts.ChartData:
-    """What the chart draws, labelled in the viewer's language."""
-    labels = {
-        key: t(f"chart.{key}")
-        for key in (
-            "revenue",
-            "buyers",
-            "attendance",
-            "ratings",
-            "enrolled",
-            "attended",
-            "empty",
-            "stars_axis",
-            "cny",
-            "stars",
-        )
-    }
-    return charts.ChartData(
-        title=title,
-        days=report.per_day,
-        sessions=[
-            (s.title or f"#{s.session_id}", s.attended, s.enrolled) for s in report.sessions
-        ],
-        ratings=report.rating_histogram,
-        labels=labels,
-        since=report.since.astimezone(zone).date() if report.since else None,
-        until=report.until.astimezone(zone).date(),
-    )
-
-
 @router.command(COMMAND, *ALIASES)
 async def stats(msg: Incoming, uow, learner, t, settings, clock) -> list[Reply]:
     """The figures of the courses this admin or instructor may see, and their chart."""
@@ -143,7 +113,7 @@ async def stats(msg: Incoming, uow, learner, t, settings, clock) -> list[Reply]:
         scope_label = t("kpi.scope.all")
     else:
         scope_label = t.plural("kpi.scope.mine", len(scope), count=len(scope))
-    data = chart_data(report, html.unescape(scope_label), t, settings.zone)
+    data = charts.chart_data(report, html.unescape(scope_label), t, settings.zone)
     png = await asyncio.to_thread(charts.render, data)
     caption = t("kpi.chart_caption", period=t(f"kpi.period.{period}"))
     return [Reply(stats_text(report, scope_label, t)), Reply(caption, image=png)]

@@ -187,3 +187,33 @@ def _ratings(ax, data: ChartData, lab: dict) -> None:
     ax.set_title(lab.get("ratings", "ratings"))
     ax.bar([str(s) for s in stars], counts, color=colours)
     ax.set_xlabel(lab.get("stars_axis", "S"))
+
+
+def chart_data(report, title: str, t, zone) -> ChartData:
+    """What the chart of a `services.stats.Report` draws, labelled in the viewer's language."""
+    labels = {
+        key: t(f"chart.{key}")
+        for key in (
+            "revenue",
+            "buyers",
+            "attendance",
+            "ratings",
+            "enrolled",
+            "attended",
+            "empty",
+            "stars_axis",
+            "cny",
+            "stars",
+        )
+    }
+    return ChartData(
+        title=title,
+        days=report.per_day,
+        sessions=[
+            (s.title or f"#{s.session_id}", s.attended, s.enrolled) for s in report.sessions
+        ],
+        ratings=report.rating_histogram,
+        labels=labels,
+        since=report.since.astimezone(zone).date() if report.since else None,
+        until=report.until.astimezone(zone).date(),
+    )
