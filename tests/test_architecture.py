@@ -16,6 +16,7 @@ FORBIDDEN = {
     "recommender": ("handlers",),
     "storage": ("handlers",),
     "bot/channels": ("handlers",),
+    "bench": ("handlers",),
     "handlers": CHAT_FRAMEWORKS,
     "services": CHAT_FRAMEWORKS + ("handlers",),
 }
