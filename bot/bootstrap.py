@@ -83,11 +83,9 @@ async def build_app(
         "channels": channels,
         "recommender": await load_recommender(settings, uow, clock),
         "wake": lambda: app.wake(),
-        "app": None,  # TODO(issue 10): removed once no handler asks for the whole app
         **extra_deps,
     }
     warm_up_in_background()  # the first search may wait for jieba; nothing else does
     dispatcher = Dispatcher(build_router(), uow, deps)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps)
-    deps["app"] = app
     return app
