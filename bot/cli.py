@@ -227,9 +227,11 @@ def migrate() -> None:
 
 @app.command()
 def run(
-    role: str = typer.Option("all", help="all | bot | scheduler: split the process for scale"),
+    role: str = typer.Option(
+        "all", help="all | web | scheduler | sender (bot = web): split the process for scale"
+    ),
 ) -> None:
-    """Run every configured channel (and, with later roles, the scheduler) in one process."""
+    """Run every configured channel, the scheduler and the sender, or one role of them."""
     from bot.channels.base import ChannelConfigError
     from bot.runner import run_forever
 

@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import make_url
 
-from scheduler import jobs
+from scheduler import jobs, leader
 from storage.db import is_sqlite, sync_url
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,55 @@ class SchedulerService:
         self.app = app
         self.settings = app.settings
         self.scheduler: AsyncIOScheduler | None = None
+        self.leadership = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._lead: asyncio.Task | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while this process is the one active scheduler of the database."""
+        return self.scheduler is not None and self.scheduler.running
 
     async def start(self) -> None:
-        """Bind the jobs to this app, start APScheduler, sync once and keep syncing."""
+        """Become the active scheduler, or wait as a standby and take over when it dies.
+
+        Exactly one scheduler per database is active (`scheduler.leader`); `start()` returns at
+        once either way and a background task renews the lease or keeps trying for it.
+        """
         jobs.bind(self.app)
         self.app.scheduler = self
+        self.leadership = leader.leadership(
+            self.app, "scheduler", self.settings.scheduler_lease_seconds
+        )
+        if await self.leadership.acquire():
+            await self._activate()
+        else:
+            log.info(
+                "scheduler standby: another scheduler is active on this database; "
+                "taking over within %s s of its end",
+                self.settings.scheduler_lease_seconds,
+            )
+        self._lead = asyncio.create_task(self._lead_loop(), name="scheduler-leadership")
+
+    async def _lead_loop(self) -> None:
+        interval = leader.check_interval(self.settings.scheduler_lease_seconds)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.active:
+                    if not await self.leadership.keep():
+                        await self._deactivate()
+                elif await self.leadership.acquire():
+                    log.info("scheduler: the active one is gone; taking over")
+                    await self._activate()
+            except Exception:
+                log.exception("scheduler leadership check failed; stepping down")
+                await self._deactivate()
+                await self.leadership.release()
+
+    async def _activate(self) -> None:
+        """Start APScheduler on the shared job store, sync once and keep syncing."""
         grace = self.settings.scheduler_misfire_grace_seconds
         self.scheduler = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(url=jobstore_url(self.settings))},
@@ -83,9 +125,9 @@ class SchedulerService:
         self.schedule_channel_upkeep()
         await self.sync()
         self._task = asyncio.create_task(self._loop(), name="scheduler-sync")
-        log.info("scheduler started (misfire grace %s s)", grace)
+        log.info("scheduler active (misfire grace %s s)", grace)
 
-    async def stop(self) -> None:
+    async def _deactivate(self) -> None:
         """Stop syncing and shut APScheduler down (jobs stay in the store)."""
         if self._task is not None:
             self._task.cancel()
@@ -94,6 +136,25 @@ class SchedulerService:
             self._task = None
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self.scheduler = None
+
+    async def stop(self, release: bool = True) -> None:
+        """Stop, and hand over: release the lock so a standby takes over at its next check.
+
+        `release=False` ends as a killed process would (PostgreSQL frees the lock with the
+        connection; an SQLite lease runs out); tests use it.
+        """
+        if self._lead is not None:
+            self._lead.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lead
+            self._lead = None
+        await self._deactivate()
+        if self.leadership is not None:
+            if release:
+                await self.leadership.release()
+            else:
+                await self.leadership.abandon()
         if getattr(self.app, "scheduler", None) is self:
             self.app.scheduler = None
 
@@ -149,6 +210,8 @@ class SchedulerService:
 
     async def sync(self) -> dict[str, int]:
         """Make the job store match the database; returns counts of added/removed/missed."""
+        if self.scheduler is None:  # a standby: the active scheduler keeps the store
+            return {"added": 0, "removed": 0, "missed": 0}
         app, settings = self.app, self.settings
         now = app.clock.now()
         grace = jobs.grace(settings)
@@ -189,5 +252,7 @@ class SchedulerService:
         return {"added": added, "removed": removed, "missed": missed}
 
     def job_ids(self) -> list[str]:
-        """Ids of the session and announcement jobs in the store."""
+        """Ids of the session and announcement jobs in the store (empty on a standby)."""
+        if self.scheduler is None:
+            return []
         return sorted(job.id for job in self.scheduler.get_jobs() if job.id.startswith(PREFIXES))

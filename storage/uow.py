@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage import analytics, feedback, live, repos, wechat
+from storage import analytics, feedback, leases, live, repos, wechat
 
 
 class UnitOfWork:
@@ -37,6 +37,7 @@ class UnitOfWork:
         self.roles, self.coupons = analytics.RoleRepo(s), analytics.CouponRepo(s)
         self.attendance, self.audit = analytics.AttendanceRepo(s), analytics.AuditRepo(s)
         self.stats, self.mydata = analytics.StatsQueries(s), analytics.LearnerDataRepo(s)
+        self.leases = leases.LeaseRepo(s)
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:

@@ -124,7 +124,7 @@ async def test_reminders_later_than_the_grace_are_marked_missed_not_sent(sqlite_
 
 
 async def test_killed_sender_resumes_without_sending_twice(tmp_path, tg):
-    """SIGKILL `coursebot run --role scheduler` mid-broadcast; the restart finishes the job."""
+    """SIGKILL `coursebot run --role sender` mid-broadcast; the restart finishes the job."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'kill.db'}"
     app = await build_app(make_settings(url), clock=SystemClock())
     ids = list(range(300_000, 300_400))
@@ -147,7 +147,7 @@ async def test_killed_sender_resumes_without_sending_twice(tmp_path, tg):
         "SENDER_LEASE_SECONDS": "1",
         "LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "bot", "run", "--role", "scheduler"]
+    command = [sys.executable, "-m", "bot", "run", "--role", "sender"]
 
     def spawn():
         return subprocess.Popen(command, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)})
