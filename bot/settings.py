@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -115,6 +116,9 @@ class Settings(BaseSettings):
     sender_max_attempts: int = Field(default=5, ge=1)
     sender_lease_seconds: float = Field(default=120.0, gt=0)
     sender_poll_seconds: float = Field(default=0.5, gt=0)
+    # Scale-out roles (issue 15): a standby scheduler (or a refused second poller's lease)
+    # takes over within this many seconds of the holder's death.
+    scheduler_lease_seconds: float = Field(default=30.0, gt=0)
     recommender_model_path: str = "./models/recommender.npz"
     recommender_retrain_cron: str = "0 3 * * *"
     recommender_retrain_new_interactions: int = Field(default=500, ge=0)
@@ -142,6 +146,25 @@ class Settings(BaseSettings):
         if value.strip():
             CronTrigger.from_crontab(value)
         return value.strip()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _valid_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("use 1-256 characters of A-Z a-z 0-9 _ - (Telegram's rule)")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Settings:
+        # Without a secret anybody who finds /telegram can post a forged update (a "payment").
+        if self.telegram_webhook_url and self.telegram_webhook_secret is None:
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_SECRET must be set when TELEGRAM_WEBHOOK_URL is set "
+                "(webhook mode refuses to start without it)"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod
