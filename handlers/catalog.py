@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from babel.dates import format_datetime
+
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.i18n import Translator
 from services import catalog as service
-from services.catalog import currency_of, price_in
+from services.catalog import PRICE_FIELDS, currency_of, price_in
 
 router = Router()
 
@@ -54,6 +56,57 @@ def course_button(course, currency: str, t: Translator, payload: str | None = No
     return Button(label, payload or f"course:{course.id}")
 
 
+#: Telegram shows at most 64 characters of a button; a list entry fits, title shortened first.
+MAX_LABEL = 64
+MIN_TITLE = 12
+
+
+def short_when(moment, t: Translator) -> str:
+    """A moment in the learner's zone, short enough for a list entry (`11-25 20:00`)."""
+    pattern = "MM-dd HH:mm" if t.locale == "en" else "M月d日 HH:mm"
+    locale = "en_US" if t.locale == "en" else "zh_CN"
+    return format_datetime(moment.astimezone(t.zone), pattern, locale=locale)
+
+
+def listing_label(course, currency: str, t: Translator, next_start=None, note: str = "") -> str:
+    """One course in a list, said once: `#id title · price · 📅 next session — note`, at
+    most MAX_LABEL characters (the title gives way first, then the note)."""
+    price = price_text(course, currency, t) or t("card.no_price")
+    when = " · " + t("list.next", time=short_when(next_start, t)) if next_start else ""
+    title = course_title(course, t)
+
+    def label(title: str, note: str) -> str:
+        line = t("list.course", id=course.id, title=title, price=price) + when
+        return line + (f" — {note}" if note else "")
+
+    excess = len(label(title, note)) - MAX_LABEL
+    if excess > 0 and len(title) > MIN_TITLE:
+        keep = max(MIN_TITLE, len(title) - excess - 1)
+        title = title[:keep].rstrip() + "…"
+    excess = len(label(title, note)) - MAX_LABEL
+    if excess > 0 and note:
+        note = note[: max(0, len(note) - excess - 1)].rstrip() + "…"
+    return label(title, note)[:MAX_LABEL]
+
+
+async def listing_rows(
+    courses, currency: str, t: Translator, uow, clock, notes=None, suffix: str = ""
+) -> list[list[Button]]:
+    """One button per course, each the course's only line in the list (id, price, next
+    session, and a note such as the reason of a suggestion); `suffix` ends the payloads."""
+    starts = await service.next_sessions(uow, [c.id for c in courses], clock.now())
+    notes = notes or {}
+    return [
+        [
+            Button(
+                listing_label(c, currency, t, starts.get(c.id), notes.get(c.id, "")),
+                f"course:{c.id}" + (f":{suffix}" if suffix else ""),
+            )
+        ]
+        for c in courses
+    ]
+
+
 @router.command("catalog", "课程", "目录", "catalogue")
 async def catalog(uow, t) -> Reply:
     """List the categories that have courses on sale."""
@@ -73,7 +126,7 @@ async def categories_button(uow, t) -> Reply:
 
 
 @router.button("cat")
-async def category_page(msg: Incoming, uow, t, settings, channels) -> Reply:
+async def category_page(msg: Incoming, uow, t, settings, channels, clock) -> Reply:
     """One page of one category's courses."""
     parts = msg.payload.split(":")
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
@@ -86,7 +139,7 @@ async def category_page(msg: Incoming, uow, t, settings, channels) -> Reply:
     if not page.courses:
         return Reply(t("catalog.empty"), [[Button(t("catalog.back"), "cats")]])
     currency = currency_of(channels, msg.channel)
-    rows = [[course_button(c, currency, t)] for c in page.courses]
+    rows = await listing_rows(page.courses, currency, t, uow, clock)
     category_id = page.category.id
     nav = []
     if page.has_prev:
@@ -134,14 +187,14 @@ async def course_card(
     if card is None:
         return Reply(t("card.not_found"))
     course = card.course
-    price = t.money(card.price, card.currency) if card.price is not None else t("card.no_price")
+    price = t.money(card.price, card.currency) if card.price is not None else None
     text = t(
         "card.body",
         title=esc(course_title(course, t)),
         id=course.id,
         category=esc(category_name(course.category, t)),
-        instructor=esc(course.instructor_name),
-        price=price,
+        instructor=esc(instructor_line(course, t)),
+        price=prices_line(course, card.currency, t),
         description=esc(t.pick(course.description_zh, course.description_en)),
     )
     for section in CARD_SECTIONS:
@@ -157,4 +210,24 @@ async def course_card(
         more = await extra_buttons(course=course, learner=learner, owned=card.owned, uow=uow, t=t)
         rows += [[b] for b in more]
     rows.append([Button(t("catalog.back"), f"cat:{course.category_id}:0")])
-    return Reply(text, rows)
+    return Reply(text, rows, image=await service.cover_of(uow, course.id))
+
+
+def prices_line(course, currency: str, t: Translator) -> str:
+    """Every price of a course, the one this channel takes first."""
+    here = price_text(course, currency, t)
+    others = [price_text(course, c, t) for c in PRICE_FIELDS if c != currency]
+    others = [p for p in others if p]
+    if here and others:
+        return t("card.price.both", here=here, other=" · ".join(others))
+    if here:
+        return here
+    if others:
+        return t("card.price.elsewhere", other=" · ".join(others))
+    return t("card.no_price")
+
+
+def instructor_line(course, t: Translator) -> str:
+    """The instructor's name and, when known, their short bio (unescaped)."""
+    bio = (getattr(course, "instructor_bio", "") or "").strip()
+    return f"{course.instructor_name} — {bio}" if bio else course.instructor_name

@@ -16,13 +16,13 @@ AFTER_MY_COURSES: list[MineSection] = []
 
 def after_my_courses(fn: MineSection) -> MineSection:
     """Register replies after /mycourses; fn names any of learner, uow, t, clock, msg,
-    recommender."""
+    recommender, channels."""
     AFTER_MY_COURSES.append(fn)
     return fn
 
 
 @router.command("mycourses", "我的课程", "mine")
-async def my_courses(msg, learner, uow, t, clock, recommender) -> list[Reply]:
+async def my_courses(msg, learner, uow, t, clock, recommender, channels) -> list[Reply]:
     """List owned courses, each a button to its card."""
     courses = await owned_courses(uow, learner.id)
     if not courses:
@@ -31,13 +31,21 @@ async def my_courses(msg, learner, uow, t, clock, recommender) -> list[Reply]:
         lines = [t("mine.title")] + [f"#{c.id} {esc(course_title(c, t))}" for c in courses]
         rows = [[Button(course_title(c, t), f"course:{c.id}")] for c in courses]
         replies = [Reply("\n".join(lines), rows)]
-    context = dict(learner=learner, uow=uow, t=t, clock=clock, msg=msg, recommender=recommender)
+    context = dict(
+        learner=learner,
+        uow=uow,
+        t=t,
+        clock=clock,
+        msg=msg,
+        recommender=recommender,
+        channels=channels,
+    )
     for section in AFTER_MY_COURSES:
         replies += await call_with_deps(section, context)
     return replies
 
 
 @router.button("mine")
-async def my_courses_button(msg, learner, uow, t, clock, recommender) -> list[Reply]:
+async def my_courses_button(msg, learner, uow, t, clock, recommender, channels) -> list[Reply]:
     """/mycourses from a button."""
-    return await my_courses(msg, learner, uow, t, clock, recommender)
+    return await my_courses(msg, learner, uow, t, clock, recommender, channels)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.i18n import has_message
 from handlers.catalog import course_card
+from services.audit import actor_of
 
 router = Router()
 
 HELP_ORDER: list[tuple[str, bool]] = []
+#: Commands open to instructors (and admins) that check the role themselves: /help lists them
+#: under "For instructors", never to a plain learner.
+STAFF_COMMANDS = frozenset({"answer", "questions", "faq", "stats2", "coupon", "export"})
 
 
 def home_buttons(t) -> list[list[Button]]:
@@ -31,17 +35,21 @@ async def start(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
 
 
 @router.command("help", "帮助")
-async def help_command(msg: Incoming, t, settings) -> Reply:
-    """List the commands, admin ones too for admins."""
-    learner_lines, admin_lines = [t("help.learner")], [t("help.admin")]
+async def help_command(msg: Incoming, uow, learner, t, settings) -> Reply:
+    """Describe every command this user may use: instructors' and admins' ones only to them."""
+    sections = {"learner": [t("help.learner")], "staff": [t("help.staff")]}
+    sections["admin"] = [t("help.admin")]
     for name, admin in HELP_ORDER:
         key = f"cmd.{name}"
         line = f"/{name} — {t(key)}" if has_message(key) else f"/{name}"
-        (admin_lines if admin else learner_lines).append(line)
-    text = "\n".join(learner_lines)
-    if settings.is_admin(msg.channel, msg.user_ref) and len(admin_lines) > 1:
-        text += "\n\n" + "\n".join(admin_lines)
-    return Reply(text)
+        section = "admin" if admin else "staff" if name in STAFF_COMMANDS else "learner"
+        sections[section].append(line)
+    shown = ["learner"]
+    if settings.is_admin(msg.channel, msg.user_ref):
+        shown += ["staff", "admin"]
+    elif (await actor_of(uow, settings, msg.channel, msg.user_ref, learner.id)).is_staff:
+        shown.append("staff")
+    return Reply("\n\n".join("\n".join(sections[s]) for s in shown if len(sections[s]) > 1))
 
 
 @router.on("unknown")

@@ -71,11 +71,16 @@ def popularity_prior(ids: Iterable[int], popularity: Mapping[int, float]) -> np.
     return np.log1p(counts) / top if top > 0 else np.zeros_like(counts)
 
 
-def _reason(course, best_sim, anchor, browsed, is_new, params) -> tuple:
+def _reason(course, best_sim, anchor, browsed, is_new, taken, params) -> tuple:
+    """What a learner cares about: a course like one they took, a course others took in the
+    category they browse, a course that is new there (only when the catalogue is not all new),
+    or simply more of what they were looking at."""
     if anchor is not None and best_sim >= params.similar_threshold:
         return "because_you_took", anchor, None
     if course.category in browsed:
-        return ("new_in_category" if is_new else "popular_in_category"), None, course.category
+        if taken:
+            return "popular_in_category", None, course.category
+        return ("new_in_category" if is_new else "in_category"), None, course.category
     return "popular", None, None
 
 
@@ -105,9 +110,13 @@ def cold_start(
              + params.w_new * is_new * in_cat)
     created = np.array([c.created_at.timestamp() for c in candidates])
     order = np.lexsort((-created, -score))[:n]
+    # "new" only says something when some courses are not new (a fresh catalogue is all new)
+    telling_new = not bool(is_new.all())
     out = []
     for j in order:
         anchor = anchors[which[j]] if len(anchors) else None
-        reason, rid, rcat = _reason(candidates[j], best[j], anchor, browsed, is_new[j], params)
+        taken = popularity.get(ids[j], 0.0) > 0
+        new = bool(is_new[j]) and telling_new
+        reason, rid, rcat = _reason(candidates[j], best[j], anchor, browsed, new, taken, params)
         out.append(Suggestion(ids[j], reason, rid, rcat, float(score[j])))
     return out

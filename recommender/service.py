@@ -15,7 +15,7 @@ import numpy as np
 from recommender.blend import Hybrid
 from recommender.entities import CourseInfo, Suggestion
 from recommender.fallback import FallbackParams, IndexCache, cold_start
-from recommender.model import POSITIVE_THRESHOLD, FactorModel, ModelParams, Progress
+from recommender.model import POSITIVE_THRESHOLD, FactorModel, ModelParams, Progress, prev_path
 from recommender.model import load as _load
 from recommender.signals import Interaction, Signal, SignalWeights, timed_pseudo_ratings
 
@@ -25,8 +25,25 @@ log = logging.getLogger(__name__)
 ANCHOR_KINDS = frozenset({Signal.PURCHASE, Signal.ATTENDANCE, Signal.RATING, Signal.REVIEW})
 
 
-def load_or_none(path: str | os.PathLike) -> FactorModel | None:
-    """Load the model at ``path`` (or its ``.prev``); None when neither is usable. Never raises."""
+#: When the first training runs, unless the process says better (`training_schedule`).
+DEFAULT_SCHEDULE = "at the scheduled retraining, or now with `coursebot recommender train`"
+
+
+def load_or_none(path: str | os.PathLike, schedule: str = DEFAULT_SCHEDULE) -> FactorModel | None:
+    """Load the model at ``path`` (or its ``.prev``); None when neither is usable. Never raises.
+
+    No model file at all is the normal state of a new installation: one INFO line says that
+    popularity serves until the first training and when that runs (``schedule``).
+    """
+    path = Path(path)
+    if not path.exists() and not prev_path(path).exists():
+        log.info(
+            "no trained recommender model yet (%s): popularity serves until the first "
+            "training, %s",
+            path,
+            schedule,
+        )
+        return None
     try:
         return _load(path)
     except Exception:  # noqa: BLE001 - belt and braces: serving must go on with popularity
@@ -58,6 +75,7 @@ class Recommender:
         clock: Callable[[], datetime] = _utcnow,
         because_threshold: float = 0.5,
         reload_seconds: float = 60.0,
+        training_schedule: str = DEFAULT_SCHEDULE,
     ):
         self.model_path = Path(model_path) if model_path else None
         self.params = params or ModelParams()
@@ -75,7 +93,7 @@ class Recommender:
         self._popularity: dict[int, float] = {}
         if self.model_path is not None:
             self._loaded_stamp = file_stamp(self.model_path)
-            self._swap(load_or_none(self.model_path))
+            self._swap(load_or_none(self.model_path, training_schedule))
 
     @property
     def model(self) -> FactorModel | None:

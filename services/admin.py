@@ -7,16 +7,20 @@ the refund's bookkeeping, worded in the learner's language.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from sqlalchemy import func, or_, select
 
 from bot.core import ChannelError, Reply, esc
 from bot.i18n import translator_for
 from recommender.signals import Signal
 from services.outbox import Outgoing, enqueue
 from services.purchase import REFUNDABLE
+from storage.models import MAX_BIO, Category, Course, Identity, Learner, Payment
 
 log = logging.getLogger(__name__)
 
@@ -105,35 +109,77 @@ class NewCourse:
     description: str
 
 
-def parse_new_course(line: str) -> NewCourse | None:
-    """`category|title zh|title en|stars|CNY|instructor|description`, or None when malformed."""
-    fields = [f.strip() for f in line.split("|")]
-    if len(fields) != 7 or not fields[3].isdigit():
-        return None
+#: The /addcourse fields in order (names of `field.*` texts).
+NEW_COURSE_FIELDS = (
+    "category",
+    "title_zh",
+    "title_en",
+    "stars",
+    "cny",
+    "instructor",
+    "description",
+)
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """What is wrong with a line of fields: `count` fields when it is not 7, otherwise the
+    1-based field number, its name and a `hint` (the name of a `hint.*` text)."""
+
+    count: int = len(NEW_COURSE_FIELDS)
+    number: int = 0
+    field: str = ""
+    hint: str = ""
+
+
+def parse_stars(text: str) -> int | None:
+    """A whole number of Stars (0 means not sold for Stars)."""
+    text = text.strip()
+    return int(text) if text.isdigit() and int(text) < MAX_PRICE_YUAN else None
+
+
+def parse_fen(text: str) -> int | None:
+    """A price in yuan (`199`, `199.90`) as fen; None when it is not one."""
     try:
-        yuan = float(fields[4])
+        yuan = float(text.strip().replace("¥", "").replace("元", ""))
     except ValueError:
         return None
-    if not 0 <= yuan < MAX_PRICE_YUAN:
-        return None
+    return round(yuan * 100) if 0 <= yuan < MAX_PRICE_YUAN else None
+
+
+def parse_new_course(line: str) -> NewCourse | FieldProblem:
+    """`category|title zh|title en|stars|CNY|instructor|description`, or what is wrong with it
+    (a missing category is found by `add_course`)."""
+    fields = [f.strip() for f in line.split("|")] if line.strip() else []
+    if len(fields) != len(NEW_COURSE_FIELDS):
+        return FieldProblem(count=len(fields))
+    for number, (name, value) in enumerate(zip(NEW_COURSE_FIELDS, fields, strict=True), 1):
+        if not value and name != "description":
+            return FieldProblem(number=number, field=name, hint="empty")
+    stars, fen = parse_stars(fields[3]), parse_fen(fields[4])
+    if stars is None:
+        return FieldProblem(number=4, field="stars", hint="stars")
+    if fen is None:
+        return FieldProblem(number=5, field="cny", hint="cny")
     return NewCourse(
         category_slug=fields[0],
         title_zh=fields[1][:MAX_TEXT_FIELD],
         title_en=fields[2][:MAX_TEXT_FIELD],
-        price_stars=int(fields[3]),
-        price_fen=round(yuan * 100),
+        price_stars=stars,
+        price_fen=fen,
         instructor_name=fields[5][:MAX_TEXT_FIELD],
         description=fields[6],
     )
 
 
 async def category_slugs(uow) -> list[str]:
-    """Slugs of the categories that have courses on sale (for the usage text)."""
-    return [c.slug for c, _ in await uow.courses.categories()]
+    """Slugs of every category, in display order (for usage texts and field hints)."""
+    stmt = select(Category.slug).order_by(Category.position, Category.id)
+    return list((await uow.session.execute(stmt)).scalars())
 
 
 async def add_course(uow, new: NewCourse):
-    """Create the course; None when its category does not exist."""
+    """Create the course; None when its category does not exist (field 1 is wrong)."""
     category = await uow.courses.category_by_slug(new.category_slug)
     if category is None:
         return None
@@ -181,3 +227,204 @@ async def stats(uow) -> Stats:
         paid=by_status["paid"],
         refunded=by_status["refunded"],
     )
+
+
+# ----------------------------------------------------------------------------- payments
+
+#: How many payments /payments lists.
+RECENT_PAYMENTS = 15
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    """One payment with the course it paid for and the learner who paid (when known)."""
+
+    payment: Any
+    course: Any
+    learner: Any
+
+
+async def recent_payments(
+    uow, course_id: int | None = None, learner_id: int | None = None, limit=RECENT_PAYMENTS
+) -> list[PaymentRow]:
+    """The newest payments, of one course or one learner when given."""
+    stmt = (
+        select(Payment, Course, Learner)
+        .outerjoin(Course, Course.id == Payment.course_id)
+        .outerjoin(Learner, Learner.id == Payment.learner_id)
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(limit)
+    )
+    if course_id is not None:
+        stmt = stmt.where(Payment.course_id == course_id)
+    if learner_id is not None:
+        stmt = stmt.where(Payment.learner_id == learner_id)
+    return [PaymentRow(*row) for row in (await uow.session.execute(stmt)).all()]
+
+
+async def find_learner(uow, who: str):
+    """The learner meant by `learner:<id>`, `<channel>:<user>` or a display name; else None."""
+    who = who.strip().lstrip("@")
+    head, sep, tail = who.partition(":")
+    if sep and head.lower() in ("learner", "l", "学员") and tail.isdigit():
+        return await uow.learners.get(int(tail))
+    if sep and tail:
+        stmt = select(Identity.learner_id).where(
+            Identity.channel == head, Identity.user_ref == tail
+        )
+        learner_id = await uow.session.scalar(stmt)
+        return await uow.learners.get(learner_id) if learner_id else None
+    pattern = f"%{who.replace('%', '').replace('_', '')}%"
+    stmt = (
+        select(Learner)
+        .where(or_(Learner.display_name.ilike(pattern), Learner.display_name == who))
+        .order_by(Learner.id)
+        .limit(1)
+    )
+    return await uow.session.scalar(stmt) if who else None
+
+
+async def refund_preview(uow, payment_id: int) -> RefundResult:
+    """What /refund would give back, before the admin confirms (nothing changes)."""
+    payment = await uow.payments.get(payment_id)
+    if payment is None:
+        return RefundResult(RefundStatus.NOT_FOUND)
+    course = await uow.courses.get(payment.course_id) if payment.course_id else None
+    if payment.status not in REFUNDABLE:
+        return RefundResult(RefundStatus.NOT_REFUNDABLE, payment, course)
+    return RefundResult(RefundStatus.DONE, payment, course)
+
+
+# ----------------------------------------------------------------------------- courses
+
+
+class EditStatus(StrEnum):
+    """What /editcourse, /withdraw and /category did."""
+
+    DONE = "done"
+    NO_COURSE = "no_course"
+    NO_FIELD = "no_field"  # unknown field name
+    BAD_VALUE = "bad_value"  # `hint` names what a value must look like
+    UNCHANGED = "unchanged"  # withdrawing a withdrawn course
+    TAKEN = "taken"  # the category slug exists
+    BAD_SLUG = "bad_slug"
+
+
+@dataclass(frozen=True)
+class Edited:
+    """The outcome of a course or category change; `value` as stored."""
+
+    status: EditStatus
+    course: Any = None
+    field: str = ""
+    value: Any = None
+    hint: str = ""
+
+
+#: /editcourse field names (and their aliases) → the `field.*` text naming them.
+EDITABLE = {
+    "title_zh": "title_zh",
+    "title_en": "title_en",
+    "stars": "stars",
+    "cny": "cny",
+    "price_fen": "cny",
+    "instructor": "instructor",
+    "bio": "bio",
+    "description": "description",
+    "description_zh": "description",
+    "description_en": "description",
+    "category": "category",
+    "active": "active",
+}
+YES, NO = ("yes", "on", "true", "1", "是"), ("no", "off", "false", "0", "否")
+
+
+async def edit_course(uow, course_id: int, field_name: str, value: str) -> Edited:
+    """Change one field of a course, checked like /addcourse checks it."""
+    course = await uow.courses.get(course_id)
+    if course is None:
+        return Edited(EditStatus.NO_COURSE)
+    name = field_name.lower()
+    field_key = EDITABLE.get(name)
+    if field_key is None:
+        return Edited(EditStatus.NO_FIELD, course, field_name)
+    value = value.strip()
+    bad = Edited(EditStatus.BAD_VALUE, course, field_key, value)
+    if not value and field_key not in ("bio", "description"):
+        return replace(bad, hint="empty")
+    if field_key in ("title_zh", "title_en", "instructor"):
+        if len(value) > MAX_TEXT_FIELD:
+            return replace(bad, hint="too_long")
+        column = "instructor_name" if field_key == "instructor" else field_key
+        setattr(course, column, value)
+    elif field_key == "bio":
+        if len(value) > MAX_BIO:
+            return replace(bad, hint="too_long")
+        course.instructor_bio = value
+    elif field_key == "description":
+        for column in ("description_zh", "description_en"):
+            if name in (column, "description"):
+                setattr(course, column, value)
+    elif field_key == "stars":
+        stars = parse_stars(value)
+        if stars is None:
+            return replace(bad, hint="stars")
+        course.price_stars = stars
+    elif field_key == "cny":
+        fen = parse_fen(value)
+        if fen is None:
+            return replace(bad, hint="cny")
+        course.price_fen = fen
+    elif field_key == "category":
+        category = await uow.courses.category_by_slug(value)
+        if category is None:
+            return replace(bad, hint="category")
+        course.category_id, course.category = category.id, category
+    elif field_key == "active":
+        if value.lower() not in YES + NO:
+            return replace(bad, hint="yes_no")
+        course.active = value.lower() in YES
+    return Edited(EditStatus.DONE, course, field_key, value)
+
+
+async def withdraw(uow, course_id: int) -> Edited:
+    """Take a course off sale: no longer listed, found or sold; its learners keep it."""
+    course = await uow.courses.get(course_id)
+    if course is None:
+        return Edited(EditStatus.NO_COURSE)
+    if not course.active:
+        return Edited(EditStatus.UNCHANGED, course)
+    course.active = False
+    return Edited(EditStatus.DONE, course, "active", False)
+
+
+#: A category slug: lowercase letters, digits and dashes.
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+async def add_category(uow, slug: str, name_zh: str, name_en: str) -> Edited:
+    """A new catalog category, placed after the others."""
+    if not SLUG.fullmatch(slug):
+        return Edited(EditStatus.BAD_SLUG, value=slug)
+    if await uow.courses.category_by_slug(slug) is not None:
+        return Edited(EditStatus.TAKEN, value=slug)
+    last = await uow.session.scalar(select(func.max(Category.position)))
+    await uow.courses.add_category(
+        slug=slug, name_zh=name_zh[:64], name_en=name_en[:64], position=(last or 0) + 1
+    )
+    return Edited(EditStatus.DONE, value=slug)
+
+
+#: The largest cover picture /cover keeps.
+MAX_COVER_BYTES = 2_000_000
+
+
+async def set_cover(uow, course_id: int, image: bytes | None) -> Edited:
+    """Set (or with None remove) a course's cover picture."""
+    course = await uow.courses.get(course_id)
+    if course is None:
+        return Edited(EditStatus.NO_COURSE)
+    if image is not None and len(image) > MAX_COVER_BYTES:
+        return Edited(EditStatus.BAD_VALUE, course, "cover", len(image), "too_big")
+    course.cover_image = image
+    return Edited(EditStatus.DONE, course, "cover", image is not None)

@@ -8,13 +8,16 @@ data (rows and small dataclasses); the chat side words it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+
+from sqlalchemy import func, select
 
 from bot.i18n import CNY, STARS
 from bot.textindex import TextIndex
 from recommender.signals import Signal
+from storage.models import Course, LiveSession
 
 MAX_RESULTS = 8
 MAX_QUERY_CHARS = 200
@@ -144,3 +147,30 @@ async def search(uow, query: str, limit: int = MAX_RESULTS) -> list:
 async def owned_courses(uow, learner_id: int) -> list:
     """The courses a learner owns, newest enrolment first."""
     return list(await uow.enrolments.courses_of(learner_id))
+
+
+async def next_sessions(uow, course_ids, now: datetime) -> dict[int, datetime]:
+    """When the next scheduled session of each of these courses starts (courses with none
+    are left out)."""
+    if not course_ids:
+        return {}
+    stmt = (
+        select(LiveSession.course_id, func.min(LiveSession.starts_at))
+        .where(
+            LiveSession.course_id.in_(list(course_ids)),
+            LiveSession.status == "scheduled",
+            LiveSession.starts_at > now,
+        )
+        .group_by(LiveSession.course_id)
+    )
+    rows = (await uow.session.execute(stmt)).all()
+    return {course_id: _utc(starts) for course_id, starts in rows}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def cover_of(uow, course_id: int) -> bytes | None:
+    """The cover picture of a course, None when it has none (loaded only for its card)."""
+    return await uow.session.scalar(select(Course.cover_image).where(Course.id == course_id))

@@ -320,6 +320,11 @@ class SessionList:
     items: list[SessionItem] = field(default_factory=list)
 
 
+def ready_replays(sessions, now: datetime) -> list:
+    """The replays `/sessions` shows: of sessions already over, the last `PAST_REPLAYS`."""
+    return [s for s in sessions if session_end(s) < now and s.replay_url][-PAST_REPLAYS:]
+
+
 async def sessions_of_course(
     uow, now: datetime, course_id: int, learner_id: int | None, admin: bool = False
 ) -> SessionList:
@@ -328,7 +333,7 @@ async def sessions_of_course(
     if course is None:
         raise LiveProblem("no_course", id=course_id)
     rows = await uow.sessions.of_course(course.id)
-    replays = [s for s in rows if session_end(s) < now and s.replay_url][-PAST_REPLAYS:]
+    replays = ready_replays(rows, now)
     ahead = [s for s in rows if session_end(s) >= now]
     owner = admin or (
         learner_id is not None and await uow.enrolments.owns(learner_id, course.id)
@@ -358,7 +363,7 @@ async def plan_for_new_learner(uow, now: datetime, learner_id: int, course_id: i
         ahead = [(kind, datetime.fromisoformat(at)) for kind, at in stored["due"]]
         ahead = [(kind, at) for kind, at in ahead if at > now]
         await uow.reminders.plan(session.id, [learner_id], ahead)
-    replays = sum(1 for s in sessions if s.replay_url)
+    replays = len(ready_replays(sessions, now))
     return NewLearnerPlan(upcoming[0].starts_at if upcoming else None, replays)
 
 

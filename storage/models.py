@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -396,3 +397,11 @@ class AuditEntry(Base):
 #: Indexes for the /stats queries (time windows over signals and payments).
 Index("ix_interactions_kind_created", Interaction.kind, Interaction.created_at)
 Index("ix_payments_created", Payment.created_at)
+
+
+# --- issue 14: richer course cards (an admin's cover image, the instructor's short bio) ---
+#: The most characters an instructor's bio on a card may have.
+MAX_BIO = 280
+Course.instructor_bio = mapped_column(String(MAX_BIO), default="", server_default="")
+#: A cover picture (PNG/JPEG bytes) set by `/cover`; deferred so lists never load it.
+Course.cover_image = mapped_column(LargeBinary, nullable=True, deferred=True)

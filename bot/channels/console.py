@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from bot.channels.base import TextChannel
+from bot.channels.text import plain
 from bot.core import (
     Button,
     Incoming,
@@ -25,7 +26,12 @@ PAY_LABEL = "模拟支付 / Simulate paying {amount} ⭐"
 
 
 class ConsoleChannel(TextChannel):
-    """Chat with the storefront in a terminal; the console user is an admin."""
+    """Chat with the storefront in a terminal; the console user is an admin.
+
+    Option numbers are unique on the screen: the first message with options after a typed line
+    starts again at 1 (it takes over: older numbers no longer apply), and every further message
+    — the rest of that answer, a reminder arriving later — continues the numbering.
+    """
 
     name = "console"
     payment_provider = "console-test"
@@ -36,12 +42,17 @@ class ConsoleChannel(TextChannel):
         self.out = out
         self.locale = locale
         self.options: list[Button] = []
+        self._takes_over = True  # the next message with options starts again at 1
         self._ids = itertools.count(1)
         self._session = uuid.uuid4().hex[:8]
 
     async def send(self, user_ref: str, reply: Reply) -> None:
-        """Print a reply; buttons become numbered options."""
-        text, options = self.render(reply)
+        """Print a reply; buttons become options numbered after those already on screen."""
+        text, _ = self.render(Reply(reply.text, image=reply.image))
+        options = [button for row in reply.buttons for button in row]
+        first = 1 if self._takes_over else len(self.options) + 1
+        lines = [f"{n}. {plain(b.label)}" for n, b in enumerate(options, start=first)]
+        text = "\n".join(filter(None, [text, *lines]))
         if reply.invoice is not None:
             invoice = reply.invoice
             pay = Button(
@@ -56,11 +67,13 @@ class ConsoleChannel(TextChannel):
                         text,
                         f"🧾 {invoice.title} — {invoice.amount} ⭐",
                         TEST_MODE,
-                        f"{len(options)}. {pay.label}",
+                        f"{first + len(options) - 1}. {pay.label}",
                     ],
                 )
             )
-        self.options = options or self.options
+        if options:
+            self.options = options if self._takes_over else self.options + options
+            self._takes_over = False
         self.out.write(text + "\n\n")
         self.out.flush()
 
@@ -98,6 +111,7 @@ class ConsoleChannel(TextChannel):
         msg = self.to_incoming(line)
         if msg is None:
             return
+        self._takes_over = True
         if msg.kind == "button" and msg.payload.startswith(PAY_PREFIX + ":"):
             await self._simulate_payment(msg)
             return

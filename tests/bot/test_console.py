@@ -18,6 +18,7 @@ JOURNEY = (
             "/language en",
             "/mycourses",
             "/refund 1",
+            "1",  # confirm the refund
             "/mycourses",
             "/quit",
         ]

@@ -108,7 +108,9 @@ async def test_admin_refund_goes_through_the_refund_api_and_revokes(wechat, wx):
     async with app.uow() as uow:
         payment = await uow.payments.by_charge(order["transaction_id"])
     admin = wx.user(ADMIN_WX)
-    done = await admin.send_text(f"/refund {payment.id}")
+    asked = await admin.send_text(f"/refund {payment.id}")
+    assert f"#{payment.id}" in asked.reply and not wx.refunds, "/refund asks first"
+    done = await admin.send_text("1")  # 1. ✅ Yes, refund ¥199.00
     assert done.reply and wx.refunds and wx.refunds[0]["amount"]["refund"] == 19900
     assert await count(app, Enrolment) == 0
     assert await count(app, Order, Order.status == "refunded") == 1

@@ -283,7 +283,9 @@ async def test_refund(driver):
     charge, _ = await buy(driver, person, 1)
     (payment,) = await rows(driver, Payment)
     admin = driver.admin()
-    said = await admin.say(f"/refund {payment.id}")
+    asked = offering(await admin.say(f"/refund {payment.id}"), f"rfy:{payment.id}")
+    assert f"#{payment.id}" in asked.text and driver.refunds == [], "asks before refunding"
+    said = await admin.press(f"rfy:{payment.id}")
     mentioning(said, f"#{payment.id}")
     assert driver.refunds == [charge]
     (payment,) = await rows(driver, Payment)
@@ -292,6 +294,7 @@ async def test_refund(driver):
     await driver.deliver_outbox()
     assert person.inbox(), "the learner is told about the refund"
     await admin.say(f"/refund {payment.id}")  # twice: nothing more is refunded
+    await admin.press(f"rfy:{payment.id}")
     assert driver.refunds == [charge]
 
 

@@ -117,3 +117,9 @@ async def pending(app) -> list[OutboxMessage]:
 async def deliver_outbox(app) -> int:
     """Send the pending outbox rows through app.channels, as the sender does."""
     return await drain_once(app)
+
+
+def shown(reply: Reply) -> str:
+    """Everything a person sees of a reply: its text and its button labels (lists such as
+    search results are their buttons)."""
+    return "\n".join([reply.text, *(b.label for row in reply.buttons for b in row)])

@@ -20,6 +20,7 @@ from tests.handlers.support import (
     payloads,
     pending,
     set_instructor,
+    shown,
 )
 
 PAIRS = json.loads((Path(__file__).parents[1] / "data" / "faq_pairs.json").read_text("utf-8"))
@@ -196,7 +197,7 @@ async def test_limits_html_and_rate_limit(app):
         assert "went to the instructor" in (await chat.send(f"/ask question {n}")).text
     assert "went to the instructor" in (await chat.send("/ask " + "问" * 2000)).text
     limited = await chat.send("/ask one more")
-    assert "at most 10 questions an hour" in limited.text
+    assert "the limit per hour is 10" in limited.text
     assert len(await questions(app)) == 10
     app.clock.advance(hours=1, seconds=1)
     assert "went to the instructor" in (await chat.send("/ask one more")).text
@@ -275,7 +276,7 @@ async def test_only_a_reply_to_a_forwarded_question_answers_it(app):
     teacher = Chat(app, "wang", "Wang")
     for quoted in ("✅ 已回答问题 #1，回答会发送给提问的学员。", "📌 问题 #1 已设为常见问题"):
         reply = await teacher.reply("python", quoted)
-        assert "Answered" not in reply.text and "Python" in reply.text
+        assert "Answered" not in reply.text and "Python" in shown(reply)
     assert [q.answer for q in await questions(app)] == [None]
     forwarded = "❓ 问题 #1\n课程：《Python 入门》 #1\n来自：L\n\nIs there a replay?"
     assert "Answered question #1" in (await teacher.reply("Yes.", forwarded)).text

@@ -37,7 +37,8 @@ async def test_a_cny_channel_shows_and_invoices_yuan(app):
     wechat(app)
     person = Chat(app, "o1", channel="wechat")
     page = await person.press("cat:1:0")
-    assert f"Python for Beginners · {YUAN_199}" in [b.label for row in page.buttons for b in row]
+    labels = [b.label for row in page.buttons for b in row]
+    assert f"#1 Python for Beginners · {YUAN_199}" in labels
     card = await person.press("course:1")
     assert f"Price: {YUAN_199}" in card.text and "buy:1" in payloads(card)
     invoice = (await person.press("buy:1")).invoice

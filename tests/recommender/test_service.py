@@ -1,5 +1,6 @@
 import logging
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,8 @@ from recommender.signals import Interaction
 from tests.recommender.conftest import NOW
 
 REASONS = {"because_you_took", "similar_learners", "new_in_category", "popular_in_category",
-           "popular"}
+           "in_category", "popular"}
+CATEGORY_REASONS = {"new_in_category", "popular_in_category", "in_category"}
 
 
 def history_of(events, learner):
@@ -28,7 +30,7 @@ def assert_reasons_are_real(suggestions, catalog):
         assert s.reason in REASONS
         if s.reason == "because_you_took":
             assert s.reason_course_id in ids
-        if s.reason in ("new_in_category", "popular_in_category"):
+        if s.reason in CATEGORY_REASONS:
             assert s.reason_category in categories
         if s.reason_course_id is not None:
             assert s.reason_course_id in ids and s.reason_course_id != s.course_id
@@ -61,7 +63,7 @@ def test_newcomer_gets_non_empty_fallback_in_browsed_category(trained, catalog):
     assert len(got) == 5
     by_id = {c.id: c for c in catalog}
     assert all(by_id[s.course_id].category == "finance" for s in got)
-    assert {s.reason for s in got} <= {"new_in_category", "popular_in_category"}
+    assert {s.reason for s in got} <= CATEGORY_REASONS
     assert_reasons_are_real(got, catalog)
 
 
@@ -100,7 +102,16 @@ def test_new_courses_in_browsed_category_are_labelled_new(catalog):
     assert in_data and got[: len(in_data)] == in_data
     for s in in_data:
         fresh = by_id[s.course_id].created_at >= NOW - timedelta(days=30)
-        assert s.reason == ("new_in_category" if fresh else "popular_in_category")
+        assert s.reason == ("new_in_category" if fresh else "in_category"), "nobody took it yet"
+
+
+def test_new_says_nothing_when_the_whole_catalogue_is_new(catalog):
+    """A fresh catalogue (the demo's) is all new: suggestions then name the category, not "new"."""
+    rec = Recommender(clock=lambda: NOW)
+    fresh = [replace(c, created_at=NOW) for c in catalog]
+    got = rec.suggest(1, set(), fresh, [], {"data"}, n=5)
+    assert got and all(s.reason != "new_in_category" for s in got)
+    assert {s.reason for s in got} <= {"in_category", "popular_in_category", "popular"}
 
 
 def test_corrupted_model_serves_previous_then_popularity(syn, catalog, events, tmp_path, caplog):

@@ -268,7 +268,9 @@ async def test_a_learner_refunded_after_scheduling_gets_no_more_notices(live_app
     due = await due_times(live_app, 1)
     clock.moment = due["before-86400"]
     assert await fire(live_app, 1, "before-86400") == [2]
-    await admin_says(tg, "/refund 2", "Refunded payment #2")
+    asked = await admin_says(tg, "/refund 2", "Refund payment #2")
+    await tg.user(ADMIN_TG).press("rfy:2", asked)  # the admin confirms
+    await tg.user(ADMIN_TG).wait_for_message(has("Refunded payment #2"))
     for kind in KINDS[1:]:
         clock.moment = due[kind]
         assert await fire(live_app, 1, kind) == [1]
