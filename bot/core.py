@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from bot.parsing import check_numbers, safe_payment_facts
+
 log = logging.getLogger(__name__)
 
 Kind = Literal["command", "button", "text", "pre_checkout", "payment"]
@@ -65,6 +67,9 @@ class Reply:
     image: bytes | None = None
     invoice: Invoice | None = None
     to: Recipient | None = None
+    #: Set by a durable dispatch: `<update_key>#<n>`, the stored reply the adapter ticks off
+    #: once sent (`bot.core.settle_reply`).
+    outbox_key: str | None = field(default=None, compare=False, repr=False)
 
 
 def reply_to_body(reply: Reply) -> dict:
@@ -149,6 +154,10 @@ class RateLimited(ChannelError):
 
 class RejectedMessage(ChannelError):
     """The platform refused this message (bad request): retrying will not help."""
+
+
+class Unauthorized(ChannelError):
+    """The platform refused our credentials (401): nothing will be delivered until fixed."""
 
 
 class Channel(Protocol):
@@ -372,11 +381,21 @@ class Dispatcher:
             return msg, self.router.buttons.get(msg.payload.split(":", 1)[0]), {}
         return msg, self.router.kinds.get(msg.kind), {}
 
-    async def dispatch(self, msg: Incoming) -> list[Output]:
-        """Handle one update exactly once; returns what to send back to the sender."""
+    async def dispatch(self, msg: Incoming, durable: bool = False) -> list[Output]:
+        """Handle one update exactly once; returns what to send back to the sender.
+
+        `durable=True` (adapters that settle replies, see `settle_reply`): the replies are
+        stored in the same transaction as the update's inbox row (`InboxRepo.keep_replies`)
+        and ticked off one by one after each send; a redelivered update returns the replies of
+        its first run not yet ticked off, never one that was. A crash between commit and send
+        thus loses nothing (the platform redelivers: updates are confirmed only after their
+        replies went out, or kept in the durable update queue). The one window left is a crash
+        between a send and its tick: Telegram's sendMessage is not idempotent, so that reply
+        may come twice.
+        """
         for attempt in (1, 2):
             try:
-                return await self._run_once(msg)
+                return await self._run_once(msg, durable)
             except IntegrityError:
                 # A concurrent writer won a unique race (same payment, same learner); the
                 # second run sees its row and answers from it.
@@ -385,47 +404,142 @@ class Dispatcher:
                 log.info("retrying %s after a unique conflict", msg.update_key)
         return []
 
-    async def _run_once(self, msg: Incoming) -> list[Output]:
-        from bot.i18n import translator_for
-
+    async def _run_once(self, msg: Incoming, durable: bool = False) -> list[Output]:
         async with self.uow_factory() as uow:
-            if not await uow.inbox.record(msg.update_key):
-                log.info("dropped redelivered update %s", msg.update_key)
-                return []
-            learner = await uow.learners.resolve(
-                msg.channel, msg.user_ref, msg.display_name, msg.locale, self.settings
-            )
-            t = translator_for(
-                learner.locale or self.settings.default_locale, self.settings, learner.timezone
-            )
-            msg, route, step = await self.route_for(msg, uow, learner)
-            if route is None:
-                route = self.router.kinds.get("unknown")
-            if route is None:
+            # A pre-checkout query only reads: it is answered again if it comes again.
+            if msg.kind != "pre_checkout" and not await uow.inbox.record(msg.update_key):
+                if not durable:
+                    log.info("dropped redelivered update %s", msg.update_key)
+                    return []
+                unsent = await self._unsent_replies(uow, msg)
                 await uow.commit()
-                return []
-            if route.admin and not self.settings.is_admin(msg.channel, msg.user_ref):
-                await uow.commit()
-                log.warning("refused admin route to %s:%s", msg.channel, msg.user_ref)
-                return [Reply(t("admin.refused"))]
-            deps = {**self.deps, "msg": msg, "uow": uow, "learner": learner, "t": t, "step": step}
-            deps["deps"] = deps  # for wrappers that call another handler (questions, coupons)
-            try:
-                outputs = _as_outputs(await call_with_deps(route.handler, deps))
-            except IntegrityError:
-                raise
-            except Exception:
-                log.exception("handler %s failed on %s", route.handler.__qualname__, msg.kind)
-                await uow.rollback()
-                return self._failure(msg, t)
+                log.info(
+                    "redelivered update %s: %s reply(ies) to resend", msg.update_key, len(unsent)
+                )
+                return unsent
+            outputs = await self._handle(msg, uow)
+            if durable:
+                outputs = await self._store_replies(uow, msg, outputs)
             await uow.commit()
             return outputs
+
+    async def _store_replies(self, uow, msg: Incoming, outputs: list[Output]) -> list[Output]:
+        stored: list[Output] = []
+        kept: list[dict] = []
+        for output in outputs:
+            if not isinstance(output, Reply):
+                stored.append(output)
+                continue
+            target = output.to or Recipient(msg.channel, msg.user_ref)
+            stored.append(replace(output, outbox_key=f"{msg.update_key}#{len(kept)}"))
+            kept.append(
+                {
+                    "channel": target.channel,
+                    "user_ref": target.user_ref,
+                    "body": reply_to_body(output),
+                }
+            )
+        await uow.inbox.keep_replies(msg.update_key, kept)
+        return stored
+
+    async def _unsent_replies(self, uow, msg: Incoming) -> list[Output]:
+        out: list[Output] = []
+        for n, row in await uow.inbox.unsent_replies(msg.update_key):
+            reply = reply_from_body(row["body"])
+            to = Recipient(row["channel"], row["user_ref"])
+            out.append(replace(reply, to=to, outbox_key=f"{msg.update_key}#{n}"))
+        return out
+
+    def _now(self) -> datetime:
+        clock = self.deps.get("clock")
+        return clock.now() if clock is not None else datetime.now(UTC)
+
+    async def _handle(self, msg: Incoming, uow) -> list[Output]:
+        from bot.i18n import translator_for
+
+        if msg.payment is not None:
+            amount, payload = safe_payment_facts(msg.payment.amount, msg.payment.invoice_payload)
+            if (amount, payload) != (msg.payment.amount, msg.payment.invoice_payload):
+                log.warning("payment facts of %s made storable", msg.update_key)
+                msg = replace(
+                    msg, payment=replace(msg.payment, amount=amount, invoice_payload=payload)
+                )
+
+        learner = await uow.learners.resolve(
+            msg.channel, msg.user_ref, msg.display_name, msg.locale, self.settings
+        )
+        t = translator_for(
+            learner.locale or self.settings.default_locale, self.settings, learner.timezone
+        )
+        msg, route, step = await self.route_for(msg, uow, learner)
+        if route is None:
+            route = self.router.kinds.get("unknown")
+        if route is None:
+            return []
+        if route.admin and not self.settings.is_admin(msg.channel, msg.user_ref):
+            log.warning("refused admin route to %s:%s", msg.channel, msg.user_ref)
+            return [Reply(t("admin.refused"))]
+        refusal = check_numbers(msg.kind, msg.command, msg.args, msg.payload)
+        if refusal is not None and not step:
+            log.info("refused %s %r: not a number we accept", msg.kind, msg.command or "button")
+            try:
+                return [Reply(t(refusal, zone=self.settings.timezone))]
+            except (KeyError, IndexError):  # a usage line that needs more than the zone
+                return [Reply(t("error.generic"))]
+        deps = {**self.deps, "msg": msg, "uow": uow, "learner": learner, "t": t, "step": step}
+        deps["deps"] = deps  # for wrappers that call another handler (questions, coupons)
+        try:
+            outputs = _as_outputs(await call_with_deps(route.handler, deps))
+        except IntegrityError:
+            raise
+        except Exception:
+            log.exception("handler %s failed on %s", route.handler.__qualname__, msg.kind)
+            await uow.rollback()
+            # The rollback dropped the inbox row too: record it again, with the apology.
+            if msg.kind != "pre_checkout":
+                await uow.inbox.record(msg.update_key)
+            return self._failure(msg, t)
+        return outputs
 
     @staticmethod
     def _failure(msg: Incoming, t: Callable[..., str]) -> list[Output]:
         if msg.kind == "pre_checkout":
             return [PreCheckoutAnswer(False, t("error.generic"))]
         return [Reply(t("error.generic"))]
+
+
+async def settle_reply(
+    app,
+    reply: Reply,
+    status: str,
+    error: str | None = None,
+    retry_after: float | None = None,
+    recipient: Recipient | None = None,
+) -> None:
+    """After a send of a durable reply: tick it off (status 'sent', 'failed', 'unreachable'),
+    or with 'pending' hand it to the outbox sender (due after `retry_after`), in one
+    transaction, so it is neither lost nor sent twice."""
+    if reply.outbox_key is None:
+        return
+    from datetime import timedelta
+
+    from services.outbox import Outgoing, enqueue
+
+    update_key, _, position = reply.outbox_key.rpartition("#")
+    now = app.clock.now()
+    async with app.uow() as uow:
+        if status == "pending" and recipient is not None:
+            message = Outgoing(
+                recipient.channel,
+                recipient.user_ref,
+                replace(reply, to=None, outbox_key=None),
+                "reply",
+                dedupe_key=f"reply:{reply.outbox_key}"[:160],
+                not_before=now + timedelta(seconds=retry_after or 0),
+            )
+            await enqueue(uow, message, now)
+        await uow.inbox.reply_done(update_key, int(position))
+        await uow.commit()
 
 
 def numbered_text(reply: Reply, strip: Callable[[str], str]) -> tuple[str, list[Button]]:

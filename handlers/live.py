@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bot.core import Incoming, Reply, Router, esc
+from bot.parsing import parse_id, parse_local_datetime
 from handlers.catalog import card_section
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
 from services import live
-from services.live import LiveProblem, course_title, parse_local, session_label
+from services.live import LiveProblem, course_title, session_label
 
 router = Router()
 
@@ -27,9 +28,8 @@ def _problem(problem: LiveProblem, t, settings) -> Reply:
 
 
 def _id(text: str) -> int | None:
-    """`12` or `#12` as a number, else None."""
-    text = text.strip().lstrip("#")
-    return int(text) if text.isdigit() else None
+    """`12` or `#12` as an id (ASCII digits, within the column's range), else None."""
+    return parse_id(text)
 
 
 def _times(moment: datetime, t, settings) -> dict[str, str]:
@@ -53,7 +53,7 @@ async def schedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     usage = Reply(t("live.schedule.usage", zone=settings.timezone))
     if len(parts) < 3 or _id(parts[0]) is None:
         return usage
-    starts_at = parse_local(parts[1], settings.zone)
+    starts_at = parse_local_datetime(parts[1], settings.zone, clock.now())
     if starts_at is None:
         return usage
     title = parts[3] if len(parts) > 3 else ""
@@ -81,7 +81,9 @@ async def schedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
 async def reschedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     """Move a session: learners are told, old reminders are dropped, new ones planned."""
     parts = msg.args.split()
-    starts_at = parse_local(parts[1], settings.zone) if len(parts) == 2 else None
+    starts_at = (
+        parse_local_datetime(parts[1], settings.zone, clock.now()) if len(parts) == 2 else None
+    )
     if starts_at is None:
         return Reply(t("live.reschedule.usage", zone=settings.timezone))
     if _id(parts[0]) is None:

@@ -332,13 +332,85 @@ class EnrolmentRepo(Repo):
 
 
 class InboxRepo(Repo):
-    """Update keys already handled."""
+    """Update keys already handled, and the replies of an update not yet sent.
+
+    The replies of an update are written in the same transaction as its inbox row (under
+    `replies:<update_key>` in the key-value table) and ticked off one by one as they are sent;
+    the row goes once all are, so it lives only between commit and send. A redelivered update
+    finds there what a crash left unsent.
+    """
+
+    @staticmethod
+    def _replies_key(update_key: str) -> str:
+        return f"replies:{update_key}"[:160]
 
     async def record(self, update_key: str) -> bool:
         """Remember an update; False when it was seen before (a redelivery)."""
         return await insert_ignore(
             self.session, InboxEntry, update_key=update_key, received_at=utcnow()
         )
+
+    async def queue_updates(self, prefix: str, updates: list[tuple[int, dict]]) -> None:
+        """Keep raw updates fetched ahead of handling (`prefix` names the channel), so they can
+        be confirmed to the platform at once and handled in order, after a crash too."""
+        if updates:
+            now = utcnow()
+            await insert_ignore_many(
+                self.session,
+                KeyValue,
+                [
+                    {"key": f"{prefix}{n:015d}", "value": raw, "updated_at": now}
+                    for n, raw in updates
+                ],
+            )
+
+    async def queued_updates(self, prefix: str) -> list[tuple[int, dict]]:
+        """The raw updates kept by `queue_updates` and not yet handled, in order."""
+        rows = await self.session.execute(
+            select(KeyValue.key, KeyValue.value)
+            .where(KeyValue.key.startswith(prefix, autoescape=True))
+            .order_by(KeyValue.key)
+        )
+        return [(int(key[len(prefix) :]), value) for key, value in rows.all()]
+
+    async def unqueue_updates(self, prefix: str, numbers: list[int]) -> None:
+        """Forget handled queued updates."""
+        for chunk in chunks(numbers):
+            await self.session.execute(
+                delete(KeyValue).where(KeyValue.key.in_([f"{prefix}{n:015d}" for n in chunk]))
+            )
+
+    async def keep_replies(self, update_key: str, replies: list[dict]) -> None:
+        """Store the replies (`{"channel", "user_ref", "body"}`) of an update until sent."""
+        if replies:
+            self.session.add(
+                KeyValue(
+                    key=self._replies_key(update_key),
+                    value={"replies": replies, "done": []},
+                    updated_at=utcnow(),
+                )
+            )
+            await self.session.flush()
+
+    async def unsent_replies(self, update_key: str) -> list[tuple[int, dict]]:
+        """(position, reply) of the replies of an update not yet sent, in order."""
+        row = await self.session.get(KeyValue, self._replies_key(update_key))
+        if row is None:
+            return []
+        done = set(row.value.get("done", []))
+        return [(n, r) for n, r in enumerate(row.value["replies"]) if n not in done]
+
+    async def reply_done(self, update_key: str, position: int) -> None:
+        """Tick off one reply (sent, refused for good, or handed to the outbox)."""
+        row = await self.session.get(KeyValue, self._replies_key(update_key), with_for_update=True)
+        if row is None:
+            return
+        done = sorted(set(row.value.get("done", [])) | {position})
+        if len(done) >= len(row.value["replies"]):
+            await self.session.delete(row)
+        else:
+            row.value = {**row.value, "done": done}
+            row.updated_at = utcnow()
 
 
 class OutboxRepo(Repo):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import json
 import logging
 from collections.abc import Iterable
 
@@ -12,11 +14,11 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
+    AiogramError,
+    TelegramAPIError,
     TelegramBadRequest,
     TelegramForbiddenError,
-    TelegramNetworkError,
     TelegramRetryAfter,
-    TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.types import (
@@ -31,19 +33,23 @@ from aiogram.types import (
     PreCheckoutQuery,
     Update,
 )
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
-from aiohttp import web
+from aiohttp import ClientTimeout, web
 
 from bot.channels.base import Channel
 from bot.channels.telegram_common import (  # noqa: F401 - re-exported for existing callers
     ALLOWED_UPDATES,
     MAX_TEXT,
     NAME,
+    SECRET_HEADER,
+    WEBHOOK_PATH,
     callback_to_incoming,
+    clean_text,
+    clean_update,
     command_descriptions,
     deliver,
     message_to_incoming,
     pre_checkout_to_incoming,
+    safe_html,
     split_text,
 )
 from bot.core import (
@@ -53,11 +59,22 @@ from bot.core import (
     RateLimited,
     RejectedMessage,
     Reply,
+    Unauthorized,
     Unreachable,
 )
 from bot.i18n import LOCALES, STARS
 
 log = logging.getLogger(__name__)
+
+#: Long-polling timeout of getUpdates (seconds).
+POLL_TIMEOUT = 10
+MAX_POLL_BACKOFF = 30.0
+#: Key prefix of fetched updates waiting to be handled (key-value table).
+QUEUE_PREFIX = "tgq:"
+#: Fetching pauses while more updates than this wait to be handled.
+MAX_QUEUED = 5000
+#: A getUpdates batch this full means more wait behind it: switch to the durable queue.
+BACKLOG_BATCH = 100
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -65,7 +82,10 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     if not reply.buttons:
         return None
     rows = [
-        [InlineKeyboardButton(text=b.label[:64], callback_data=b.payload) for b in row]
+        [
+            InlineKeyboardButton(text=clean_text(b.label)[:64] or "·", callback_data=b.payload)
+            for b in row
+        ]
         for row in reply.buttons
     ]
     return InlineKeyboardMarkup(inline_keyboard=rows)
@@ -98,6 +118,14 @@ class AiogramChannel(Channel):
         self.dp = Dispatcher()
         self.dp.include_router(self._router())
         self._polling: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+        self._side_tasks: set[asyncio.Task] = set()
+        self._unfinished = 0  # queued updates not yet handled
+        #: Updates skipped because they could not be parsed, and updates whose handling raised.
+        self.skipped_updates = 0
+        self.failed_updates = 0
 
     def _router(self) -> Router:
         router = Router(name="coursebot")
@@ -110,22 +138,30 @@ class AiogramChannel(Channel):
         if message.from_user is None or message.chat.type != "private":
             return
         msg = message_to_incoming(event_update, message)
-        await self._deliver(msg, await self.app.dispatcher.dispatch(msg))
+        await self._deliver(msg, await self.app.dispatcher.dispatch(msg, durable=True))
 
     async def _on_callback(self, query: CallbackQuery, event_update: Update) -> None:
         # Answer first so the button stops spinning even if handling takes a while.
         await self._safely(query.answer())
         msg = callback_to_incoming(event_update, query)
-        await self._deliver(msg, await self.app.dispatcher.dispatch(msg))
+        await self._deliver(msg, await self.app.dispatcher.dispatch(msg, durable=True))
 
     async def _on_pre_checkout(self, query: PreCheckoutQuery, event_update: Update) -> None:
         msg = pre_checkout_to_incoming(event_update, query)
-        outputs = await self.app.dispatcher.dispatch(msg)
+        try:
+            outputs = await self.app.dispatcher.dispatch(msg)
+        except Exception:  # the database is down, say: decline now rather than time out
+            log.exception("pre-checkout %s failed", msg.update_key)
+            outputs = [PreCheckoutAnswer(False, "Please try again in a moment.")]
         answer = next((o for o in outputs if isinstance(o, PreCheckoutAnswer)), None)
-        if answer is None:  # a redelivered query: it was answered the first time
-            return
-        await self.bot.answer_pre_checkout_query(
-            query.id, ok=answer.ok, error_message=None if answer.ok else answer.error
+        if answer is None:
+            answer = PreCheckoutAnswer(False, "Please try again in a moment.")
+        await self._safely(
+            self.bot.answer_pre_checkout_query(
+                query.id,
+                ok=answer.ok,
+                error_message=None if answer.ok else clean_text(answer.error)[:255],
+            )
         )
 
     async def _deliver(self, msg: Incoming, outputs) -> None:
@@ -134,31 +170,38 @@ class AiogramChannel(Channel):
     async def _safely(self, call) -> None:
         try:
             await call
-        except (TelegramBadRequest, TelegramNetworkError) as error:
+        except (AiogramError, OSError, TimeoutError) as error:
             log.info("ignored Telegram error: %s", error)
 
     async def send(self, user_ref: str, reply: Reply) -> None:
-        """Send one reply; Telegram errors become the core's ChannelError kinds."""
+        """Send one reply; every Telegram error becomes one of the core's ChannelError kinds
+        (a non-JSON answer and a 401 included)."""
         try:
-            await self._send(int(user_ref), reply)
+            chat_id = int(user_ref)
+        except ValueError as error:
+            raise RejectedMessage(f"not a Telegram chat id: {user_ref[:32]!r}") from error
+        try:
+            await self._send(chat_id, reply)
         except TelegramRetryAfter as error:
             raise RateLimited(error.retry_after, str(error)) from error
         except TelegramForbiddenError as error:
             raise Unreachable(str(error)) from error
         except TelegramBadRequest as error:
             raise RejectedMessage(str(error)) from error
-        except (TelegramNetworkError, TelegramServerError) as error:
-            raise ChannelError(str(error)) from error
+        except TelegramUnauthorizedError as error:
+            raise Unauthorized(str(error)) from error
+        except (TelegramAPIError, AiogramError, OSError, TimeoutError) as error:
+            raise ChannelError(f"{type(error).__name__}: {error}") from error
 
     async def _send(self, chat_id: int, reply: Reply) -> None:
         markup = keyboard(reply)
+        text = safe_html(reply.text) if reply.text else ""
         if reply.image is not None:
             photo = BufferedInputFile(reply.image, filename="chart.png")
-            await self.bot.send_photo(
-                chat_id, photo, caption=reply.text[:1024] or None, reply_markup=markup
-            )
-        elif reply.text:
-            pieces = split_text(reply.text)
+            caption = safe_html(reply.text[:1024]) if reply.text else None
+            await self.bot.send_photo(chat_id, photo, caption=caption, reply_markup=markup)
+        elif text:
+            pieces = [safe_html(piece) for piece in split_text(text)]
             for n, piece in enumerate(pieces):
                 last = n == len(pieces) - 1
                 await self.bot.send_message(chat_id, piece, reply_markup=markup if last else None)
@@ -166,8 +209,8 @@ class AiogramChannel(Channel):
             invoice = reply.invoice
             await self.bot.send_invoice(
                 chat_id,
-                title=invoice.title,
-                description=invoice.description,
+                title=clean_text(invoice.title)[:32],
+                description=clean_text(invoice.description)[:255],
                 payload=invoice.payload,
                 currency=invoice.currency,
                 prices=[LabeledPrice(label=invoice.label, amount=invoice.amount)],
@@ -177,8 +220,8 @@ class AiogramChannel(Channel):
         """Refund a Stars payment."""
         try:
             await self.bot.refund_star_payment(int(user_ref), charge_id)
-        except (TelegramBadRequest, TelegramNetworkError, TelegramServerError) as error:
-            raise ChannelError(str(error)) from error
+        except (TelegramAPIError, AiogramError, OSError, TimeoutError) as error:
+            raise ChannelError(f"{type(error).__name__}: {error}") from error
 
     async def set_commands(self) -> None:
         """Publish the learner commands in zh and en."""
@@ -206,10 +249,205 @@ class AiogramChannel(Channel):
         """In webhook mode, serve `/telegram` on the one web application."""
         if not self.app.settings.telegram_webhook_url:
             return
-        # handle_in_background=False: Telegram gets its 200 only after the update committed.
-        SimpleRequestHandler(
-            self.dp, self.bot, secret_token=self._webhook_secret(), handle_in_background=False
-        ).register(web_app, path="/telegram")
+        if not self._webhook_secret():  # Settings refuse this too; never serve an open door
+            raise RuntimeError("webhook mode needs TELEGRAM_WEBHOOK_SECRET")
+        web_app.router.add_post(WEBHOOK_PATH, self._webhook)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        """One update per POST: 403 without the right secret, 400 for a body that is not a JSON
+        object; 200 only after the update committed (Telegram re-sends on anything else)."""
+        secret = self._webhook_secret() or ""
+        given = request.headers.get(SECRET_HEADER, "")
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            log.warning("webhook: refused a request without the right secret")
+            return web.Response(status=403)
+        try:
+            raw = json.loads(await request.read())
+        except ValueError:  # includes UnicodeDecodeError
+            log.warning("webhook: body is not JSON; answered 400")
+            return web.Response(status=400)
+        if not isinstance(raw, dict):
+            log.warning("webhook: body is not a JSON object; answered 400")
+            return web.Response(status=400)
+        update = self.parse_update(raw)
+        if update is not None:
+            await self._feed(update)
+        return web.json_response({})
+
+    def parse_update(self, raw: object) -> Update | None:
+        """A raw update as aiogram's Update (strings cleaned), or None when it cannot be
+        parsed: logged once, counted in `skipped_updates`."""
+        try:
+            return Update.model_validate(clean_update(raw), context={"bot": self.bot})
+        except Exception as error:  # pydantic's ValidationError and anything odd
+            uid = raw.get("update_id") if isinstance(raw, dict) else None
+            self.skipped_updates += 1
+            log.warning("skipped unparsable update %s: %s", uid, str(error).splitlines()[0][:200])
+            return None
+
+    async def _feed(self, update: Update) -> None:
+        """Handle one update; a failure is logged and counted (the dispatcher already sent the
+        learner its apology when a handler failed)."""
+        try:
+            await self.dp.feed_update(self.bot, update)
+        except Exception:
+            self.failed_updates += 1
+            log.exception("update %s failed", update.update_id)
+
+    async def handle_batch(self, raw_updates: list) -> int | None:
+        """Handle one getUpdates batch, pre-checkout queries first (their 10 s deadline);
+        returns the next offset (None for an empty batch). Unparsable updates are skipped."""
+        ids = [
+            u["update_id"]
+            for u in raw_updates
+            if isinstance(u, dict) and isinstance(u.get("update_id"), int)
+        ]
+        parsed = [u for u in (self.parse_update(raw) for raw in raw_updates) if u is not None]
+        parsed.sort(key=lambda u: u.pre_checkout_query is None)  # stable: order otherwise kept
+        for update in parsed:
+            await self._feed(update)
+        return max(ids) + 1 if ids else None
+
+    async def _get_updates(self, offset: int | None) -> list:
+        """One raw getUpdates call (the items are parsed one by one, so one bad update cannot
+        fail the batch)."""
+        http = await self.bot.session.create_session()
+        url = self.bot.session.api.api_url(self.bot.token, "getUpdates")
+        params: dict = {"timeout": POLL_TIMEOUT, "allowed_updates": ALLOWED_UPDATES}
+        if offset is not None:
+            params["offset"] = offset
+        async with http.post(
+            url, json=params, timeout=ClientTimeout(total=POLL_TIMEOUT + 15)
+        ) as resp:
+            body = await resp.read()
+            status = resp.status
+        try:
+            data = json.loads(body)
+        except ValueError as error:
+            raise ChannelError(f"getUpdates: HTTP {status}, not JSON") from error
+        if not isinstance(data, dict) or not data.get("ok"):
+            description = data.get("description", "") if isinstance(data, dict) else ""
+            retry = (
+                (data.get("parameters") or {}).get("retry_after")
+                if isinstance(data, dict)
+                else None
+            )
+            if isinstance(retry, int | float):
+                raise RateLimited(float(retry), f"getUpdates: {description}")
+            if status == 401:
+                raise Unauthorized(f"getUpdates: {description}")
+            raise ChannelError(f"getUpdates: HTTP {status} {description}")
+        result = data.get("result")
+        return result if isinstance(result, list) else []
+
+    async def _poll(self) -> None:
+        """Long polling. Normal traffic: a batch is handled (pre-checkouts first), then confirmed
+        by the next getUpdates, so a crash re-fetches it. A backlog (a full batch, or updates
+        still queued): the batch is written to the database before the next getUpdates
+        confirms it, handled in order by `_work`, and polling looks further ahead, so a
+        pre-checkout query (read-only, 10 s deadline) behind hundreds of texts is answered at
+        once. A crash loses nothing either way: queued updates are handled after the restart.
+        A failed fetch is retried with backoff; an unparsable update is skipped and counted."""
+        offset: int | None = None
+        backoff = 1.0
+        async with self.app.uow() as uow:
+            left = await uow.inbox.queued_updates(QUEUE_PREFIX)
+        for number, raw in left:
+            self._unfinished += 1
+            self._queue.put_nowait((number, raw))
+        self._worker = asyncio.create_task(self._work(), name="telegram-updates")
+        while not self._stopping.is_set():
+            try:
+                batch = await self._get_updates(offset)
+            except asyncio.CancelledError:
+                raise
+            except RateLimited as error:
+                await self._pause(float(error.retry_after))
+                continue
+            except Exception as error:
+                log.warning("getUpdates failed (%s); retrying in %s s", error, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, MAX_POLL_BACKOFF)
+                continue
+            backoff = 1.0
+            try:
+                if len(batch) < BACKLOG_BATCH and self._unfinished == 0:
+                    # Normal traffic: handle, then confirm with the next getUpdates.
+                    next_offset = await self.handle_batch(batch)
+                else:  # a backlog: keep it in the database, confirm it, look further ahead
+                    next_offset = await self._enqueue(batch)
+            except Exception:  # the database refused: fetch the same batch again
+                log.exception("could not queue %s updates; retrying", len(batch))
+                await self._pause(backoff)
+                continue
+            if next_offset is not None:
+                offset = next_offset
+            while self._queue.qsize() > MAX_QUEUED and not self._stopping.is_set():
+                await self._pause(0.05)
+
+    async def _enqueue(self, batch: list) -> int | None:
+        ids = [
+            u["update_id"]
+            for u in batch
+            if isinstance(u, dict) and isinstance(u.get("update_id"), int)
+        ]
+        keep: list[tuple[int, dict]] = []
+        for raw in batch:
+            number = raw.get("update_id") if isinstance(raw, dict) else None
+            if not isinstance(number, int):
+                self.parse_update(raw)  # logs and counts it
+                continue
+            if "pre_checkout_query" in raw:
+                update = self.parse_update(raw)
+                if update is not None:
+                    task = asyncio.create_task(self._feed(update))
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
+                continue
+            keep.append((number, clean_update(raw)))
+        if keep:
+            async with self.app.uow() as uow:
+                await uow.inbox.queue_updates(QUEUE_PREFIX, keep)
+                await uow.commit()
+            for item in keep:
+                self._unfinished += 1
+                self._queue.put_nowait(item)
+        return max(ids) + 1 if ids else None
+
+    async def _work(self) -> None:
+        """Handle queued updates one at a time, in order; forget them in small groups."""
+        done: list[int] = []
+        while True:
+            if self._queue.empty() or len(done) >= 50:
+                await self._forget(done)
+                done = []
+            if self._queue.empty() and self._stopping.is_set():
+                return
+            try:
+                number, raw = await asyncio.wait_for(self._queue.get(), 0.2)
+            except TimeoutError:
+                continue
+            update = self.parse_update(raw)
+            try:
+                if update is not None:
+                    await self._feed(update)
+            finally:
+                self._unfinished -= 1
+            done.append(number)
+
+    async def _forget(self, numbers: list[int]) -> None:
+        if not numbers:
+            return
+        try:
+            async with self.app.uow() as uow:
+                await uow.inbox.unqueue_updates(QUEUE_PREFIX, numbers)
+                await uow.commit()
+        except Exception:  # they are handled again after a restart; the inbox drops them
+            log.exception("could not forget %s handled updates", len(numbers))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def start(self) -> None:
         """Publish commands, then poll, or register the webhook when TELEGRAM_WEBHOOK_URL is set
@@ -217,30 +455,35 @@ class AiogramChannel(Channel):
         await self.set_commands()
         settings = self.app.settings
         if settings.telegram_webhook_url:
+            secret = self._webhook_secret()
+            if not secret:
+                raise RuntimeError("webhook mode needs TELEGRAM_WEBHOOK_SECRET")
             await self.bot.set_webhook(
                 settings.telegram_webhook_url,
-                secret_token=self._webhook_secret(),
+                secret_token=secret,
                 allowed_updates=ALLOWED_UPDATES,
             )
         else:
             await self.bot.delete_webhook(drop_pending_updates=False)
-            # handle_as_tasks=False: an update is confirmed to Telegram only after its
-            # transaction committed, so a crash re-fetches it instead of losing it.
-            self._polling = asyncio.create_task(
-                self.dp.start_polling(
-                    self.bot,
-                    handle_signals=False,
-                    handle_as_tasks=False,
-                    allowed_updates=ALLOWED_UPDATES,
-                    close_bot_session=False,
-                )
-            )
+            self._stopping.clear()
+            self._polling = asyncio.create_task(self._poll(), name="telegram-polling")
 
     async def stop(self) -> None:
-        """Stop polling and close the HTTP session (the web server stops on its own)."""
+        """Stop polling (after the batch at hand) and close the HTTP session."""
         polling, self._polling = self._polling, None
-        if polling is not None:
-            with contextlib.suppress(RuntimeError):  # polling had already ended
-                await self.dp.stop_polling()
+        self._stopping.set()
+        if polling is not None:  # safe at any point: nothing fetched is confirmed yet
+            polling.cancel()
             await asyncio.gather(polling, return_exceptions=True)
+        worker, self._worker = self._worker, None
+        if worker is not None:  # the updates still queued are handled after the restart
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            try:
+                await asyncio.wait_for(asyncio.shield(worker), 5.0)
+            except TimeoutError:
+                worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        if self._side_tasks:
+            await asyncio.gather(*self._side_tasks, return_exceptions=True)
         await self.bot.session.close()

@@ -7,11 +7,24 @@ so one conversion serves both runtimes and their behaviour cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
+import html
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
-from bot.core import ChannelError, Incoming, PaymentInfo, Reply
+from bot.core import (
+    ChannelError,
+    Incoming,
+    PaymentInfo,
+    RateLimited,
+    Recipient,
+    RejectedMessage,
+    Reply,
+    Unreachable,
+    settle_reply,
+)
 from bot.i18n import Translator, has_message
 
 log = logging.getLogger(__name__)
@@ -119,14 +132,126 @@ def command_descriptions(
     ]
 
 
-async def deliver(app, channel, msg: Incoming, outputs) -> None:
-    """Send the replies of one update: to the sender through `channel`, or to `Reply.to`."""
+#: A direct reply that meets 429 waits `retry_after` up to this long, then goes to the outbox.
+DIRECT_RETRY_MAX_SECONDS = 10.0
+DIRECT_RETRIES = 3
+
+
+def clean_text(value: str) -> str:
+    """Text with lone surrogates (and other unencodable code points) replaced by U+FFFD;
+    a surrogate pair left split by a JSON decoder is joined back."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean_update(raw: Any) -> Any:
+    """A raw update (decoded JSON) with every string cleaned by `clean_text`."""
+    if isinstance(raw, str):
+        return clean_text(raw)
+    if isinstance(raw, dict):
+        return {clean_update(k): clean_update(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [clean_update(v) for v in raw]
+    return raw
+
+
+_TAGS = "b|strong|i|em|u|ins|s|strike|del|code|pre|a|tg-spoiler|span|blockquote|tg-emoji"
+_TAG = re.compile(rf"<(/?)({_TAGS})(\s[^<>]*)?>", re.IGNORECASE)
+_ENTITY = re.compile(r"&(#\d{1,7}|#x[0-9a-fA-F]{1,6}|lt|gt|amp|quot);")
+
+
+def safe_html(text: str) -> str:
+    """Text valid for Telegram's HTML parse mode, whatever the template or data put in it.
+
+    Tags Telegram supports are kept (when they nest properly); every other `<`, `>` and `&`
+    is escaped, so a usage line such as `/faq <question_id>` shows literally instead of being
+    refused by Telegram. Text whose supported tags do not nest is sent with all tags escaped.
+    """
+    text = clean_text(text)
+    out: list[str] = []
+    stack: list[str] = []
+    balanced = True
+    pos = 0
+    for match in _TAG.finditer(text):
+        out.append(_escape_plain(text[pos : match.start()]))
+        closing, name = match.group(1), match.group(2).lower()
+        if closing:
+            if not stack or stack[-1] != name:
+                balanced = False
+            else:
+                stack.pop()
+        else:
+            stack.append(name)
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(_escape_plain(text[pos:]))
+    if balanced and not stack:
+        return "".join(out)
+    return html.escape(html.unescape(_TAG.sub("", text)), quote=False)
+
+
+def _escape_plain(piece: str) -> str:
+    """Escape `<`, `>` and stray `&` of a piece between tags (entities are kept)."""
+    parts, pos = [], 0
+    for match in _ENTITY.finditer(piece):
+        parts.append(html.escape(piece[pos : match.start()], quote=False))
+        parts.append(match.group(0))
+        pos = match.end()
+    parts.append(html.escape(piece[pos:], quote=False))
+    return "".join(parts)
+
+
+async def deliver(app, channel, msg: Incoming, outputs, sleep=asyncio.sleep) -> None:
+    """Send the replies of one update: to the sender through `channel`, or to `Reply.to`.
+
+    A reply stored by a durable dispatch is settled after its send: sent, failed (rejected),
+    unreachable (403), or handed to the outbox sender (a long 429, a network or server error),
+    so it is never lost and never sent twice. A 429 of up to `DIRECT_RETRY_MAX_SECONDS` is
+    waited out here.
+    """
     for output in outputs:
         if not isinstance(output, Reply):
             continue
         target = app.channels.get(output.to.channel) if output.to else channel
         user_ref = output.to.user_ref if output.to else msg.user_ref
+        await _deliver_one(app, target, user_ref, output, sleep)
+
+
+async def _deliver_one(app, target, user_ref: str, reply: Reply, sleep) -> None:
+    for attempt in range(DIRECT_RETRIES + 1):
         try:
-            await target.send(user_ref, output)
+            await target.send(user_ref, reply)
+        except RateLimited as error:
+            wait = float(error.retry_after)
+            if wait <= DIRECT_RETRY_MAX_SECONDS and attempt < DIRECT_RETRIES:
+                log.info("reply to %s: 429, waiting %s s", user_ref, wait)
+                await sleep(wait)
+                continue
+            await _settle(app, reply, (target.name, user_ref), "pending", str(error), wait)
+            return
+        except Unreachable as error:
+            await _settle(app, reply, (target.name, user_ref), "unreachable", str(error))
+            return
+        except RejectedMessage as error:
+            await _settle(app, reply, (target.name, user_ref), "failed", str(error))
+            return
         except ChannelError as error:
-            log.warning("reply to %s not delivered: %s", msg.user_ref, error)
+            await _settle(app, reply, (target.name, user_ref), "pending", str(error), 2.0)
+            return
+        await _settle(app, reply, (target.name, user_ref), "sent")
+        return
+
+
+async def _settle(app, reply: Reply, to: tuple, status: str, error=None, after=None) -> None:
+    channel, user_ref = to
+    if status != "sent":
+        log.warning("reply to %s not delivered (%s): %s", user_ref, status, error)
+    if reply.outbox_key is None:
+        return
+    try:
+        await settle_reply(app, reply, status, error, after, Recipient(channel, user_ref))
+    except Exception:  # the row stays claimed: the sender takes it when the lease runs out
+        log.exception("could not settle reply %s", reply.outbox_key)
