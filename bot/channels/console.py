@@ -7,6 +7,8 @@ import itertools
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from bot.channels.base import TextChannel
@@ -23,6 +25,27 @@ CONSOLE_USER = "me"
 PAY_PREFIX = "console-pay"
 TEST_MODE = "【测试模式 TEST MODE】模拟支付，不会扣任何钱 / simulated payment, no money moves."
 PAY_LABEL = "模拟支付 / Simulate paying {amount} ⭐"
+
+
+@dataclass(frozen=True)
+class ConsoleIncoming(Incoming):
+    """A console update that carries a picture (`/cover 3 ./cover.png`): `image` is its bytes,
+    as a channel that receives photos gives them to `/cover`."""
+
+    image: bytes | None = None
+
+
+#: The largest picture file the console reads for `/cover`.
+MAX_IMAGE_FILE = 5_000_000
+
+
+def _picture(args: str) -> tuple[str, bytes] | None:
+    """`<course_id> <path to a picture>` → (course_id, the file's bytes), else None."""
+    head, _, rest = args.partition(" ")
+    path = Path(rest.strip()).expanduser()
+    if not rest.strip() or not path.is_file() or path.stat().st_size > MAX_IMAGE_FILE:
+        return None
+    return head, path.read_bytes()
 
 
 class ConsoleChannel(TextChannel):
@@ -97,6 +120,16 @@ class ConsoleChannel(TextChannel):
             return Incoming(update_key=self._key(), kind="button", payload=payload, **base)
         if line.startswith("/"):
             command, _, args = line[1:].partition(" ")
+            picture = _picture(args.strip()) if command.lower() == "cover" else None
+            if picture is not None:  # the console's way of sending a photo with a caption
+                return ConsoleIncoming(
+                    update_key=self._key(),
+                    kind="command",
+                    command="cover",
+                    args=picture[0],
+                    image=picture[1],
+                    **base,
+                )
             return Incoming(
                 update_key=self._key(),
                 kind="command",

@@ -33,3 +33,13 @@ async def test_numbering_continues_across_messages_and_a_typed_line_starts_again
     await console.handle_line("/catalog")
     assert out.getvalue().endswith("Categories\n1. Programming\n\n"), "the new answer takes over"
     assert [b.payload for b in console.options] == ["cat:1:0"]
+
+
+async def test_cover_with_a_picture_file_carries_the_picture(tmp_path):
+    """The console sends a photo the way it can: `/cover <course_id> <picture file>`."""
+    picture = tmp_path / "cover.png"
+    picture.write_bytes(b"\x89PNG fake")
+    console = ConsoleChannel(lambda msg: [], out=io.StringIO())
+    msg = console.to_incoming(f"/cover 3 {picture}")
+    assert (msg.command, msg.args, msg.image) == ("cover", "3", b"\x89PNG fake")
+    assert getattr(console.to_incoming("/cover 3 off"), "image", None) is None

@@ -220,3 +220,11 @@ async def test_a_malformed_addcourse_names_the_wrong_field_and_lists_the_slugs(a
     empty = (await admin.send("/addcourse programming||Title|100|199|Li|d")).text
     assert "Field 2 (title zh) is wrong: it is empty" in empty
     assert "7 fields separated by |, but got 2" in (await admin.send("/addcourse a|b")).text
+
+
+async def test_stars_always_show_as_the_star_sign(app):
+    await pay(app, "b4", 1, "ch-4")
+    admin = Chat(app, "me", name="Admin")
+    for command in ("/stats", "/payments"):
+        text = (await admin.send(command)).text
+        assert "150 ⭐" in text and "XTR" not in text, (command, text)
