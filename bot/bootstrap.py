@@ -16,6 +16,18 @@ from storage.migrate import upgrade_engine
 from storage.uow import UnitOfWorkFactory
 
 
+def training_schedule(settings: Settings) -> str:
+    """When the scheduler trains the recommender, in words for the start-up log line."""
+    when = []
+    if settings.recommender_retrain_cron:
+        when.append(f"nightly (cron {settings.recommender_retrain_cron} in {settings.timezone})")
+    if settings.recommender_retrain_new_interactions:
+        when.append(f"after {settings.recommender_retrain_new_interactions} new interactions")
+    if not when:
+        return "with `coursebot recommender train`"
+    return "by the scheduler " + " or ".join(when)
+
+
 async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Clock):
     """The recommender with the saved model, or popularity from stored interactions."""
     from recommender.service import Recommender
@@ -25,6 +37,7 @@ async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Cl
         settings.recommender_model_path,
         clock=clock.now,
         reload_seconds=settings.recommender_reload_seconds,
+        training_schedule=training_schedule(settings),
     )
     if recommender.model is None:
         async with uow() as work:
