@@ -423,8 +423,27 @@ class Sender:
         await report_broadcasts(self.app)
         return done
 
+    async def quiet_start(self) -> bool:
+        """Before the first send of a (re)started sender: when another sender may have sent in
+        the last seconds (a process killed mid-round leaves claimed rows), wait one rate
+        window, so the platform never sees both in the same second (the per-channel ceiling
+        and the 1 msg/s per chat hold across a crash and restart). True when it waited."""
+        try:
+            async with self.app.uow() as uow:
+                busy = await uow.claims.recently_active(
+                    self.app.clock.now(), timedelta(seconds=2 * CHAT_GAP)
+                )
+        except Exception:
+            log.exception("could not check for a previous sender; waiting to be safe")
+            busy = True
+        if busy:
+            log.info("a previous sender was active: first send in %s s", CHAT_GAP)
+            await sender_state(self.app).sleep(CHAT_GAP)
+        return busy
+
     async def run(self) -> None:
         """Loop until stopped; wait for a wake-up or the poll only when nothing was due."""
+        await self.quiet_start()
         while not self._stop.is_set():
             try:
                 claimed = (await self._round()).claimed

@@ -453,6 +453,19 @@ class OutboxClaims(Repo):
             update(OutboxMessage).where(OutboxMessage.id == row_id).values(**values)
         )
 
+    async def recently_active(self, now: datetime, window: timedelta) -> bool:
+        """True when some sender may have sent within `window` of `now` (rows claimed and not
+        settled, or sent that recently): a restarted sender then waits before its first send."""
+        claimed = select(OutboxMessage.id).where(OutboxMessage.status == "sending").limit(1)
+        if (await self.session.execute(claimed)).first() is not None:
+            return True
+        recent = (
+            select(OutboxMessage.id)
+            .where(OutboxMessage.status == "sent", OutboxMessage.sent_at >= now - window)
+            .limit(1)
+        )
+        return (await self.session.execute(recent)).first() is not None
+
     async def status_counts(self, broadcast_id: int | None = None) -> dict[str, int]:
         """Outbox rows by status (of one announcement, when given)."""
         stmt = select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)

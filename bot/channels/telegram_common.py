@@ -220,10 +220,20 @@ async def deliver(app, channel, msg: Incoming, outputs, sleep=asyncio.sleep) -> 
         await _deliver_one(app, target, user_ref, output, sleep)
 
 
+async def _send_paced(app, target, user_ref: str, reply: Reply) -> None:
+    """Send through the channel's rate limiter, the one the outbox sender uses, so direct
+    replies and a broadcast together stay under the per-channel ceiling."""
+    from scheduler.sender import sender_state
+
+    limiter = sender_state(app).limiter(target.name, app.settings.send_rate_per_second)
+    async with limiter.slot():
+        await target.send(user_ref, reply)
+
+
 async def _deliver_one(app, target, user_ref: str, reply: Reply, sleep) -> None:
     for attempt in range(DIRECT_RETRIES + 1):
         try:
-            await target.send(user_ref, reply)
+            await _send_paced(app, target, user_ref, reply)
         except RateLimited as error:
             wait = float(error.retry_after)
             if wait <= DIRECT_RETRY_MAX_SECONDS and attempt < DIRECT_RETRIES:
