@@ -100,6 +100,8 @@ def parse_local_datetime(
     text = text.strip()
     if not text.isascii():
         return None
+    if text.startswith("+"):  # "+10m", "+2h", "+30s": from now (handy in the demo)
+        return _from_now(text[1:], now or datetime.now(UTC), future)
     for pattern in LOCAL_FORMATS:
         try:
             naive = datetime.strptime(text, pattern)
@@ -112,6 +114,16 @@ def parse_local_datetime(
         now = now or datetime.now(UTC)
         return moment if now - past <= moment <= now + future else None
     return None
+
+
+def _from_now(text: str, now: datetime, future: timedelta) -> datetime | None:
+    from bot.settings import parse_offset
+
+    try:
+        delta = parse_offset(text)
+    except ValueError:
+        return None
+    return now + delta if timedelta(0) < delta <= future else None
 
 
 def _bad_number(token: str, hi: int) -> bool:

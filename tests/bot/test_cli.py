@@ -82,3 +82,28 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path):
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot use postgresql+asyncpg://u:***@127.0.0.1:1/x" in lines[0]
+
+
+def test_the_demo_shows_the_live_course_loop_reminder_then_link(tmp_path):
+    """Buy, schedule a session seconds ahead: the reminder and the link arrive in the console."""
+    script = tmp_path / "loop.txt"
+    script.write_text(
+        "/start course_1\n1\n1\n/schedule 1 +4s https://live.example/demo Demo night\n"
+        "/wait 8\n/quit\n",
+        encoding="utf-8",
+    )
+    done = run_cli(
+        "demo",
+        "--locale",
+        "en",
+        "--script",
+        str(script),
+        REMINDER_OFFSETS="2s",
+        TMPDIR=str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Payment received" in out
+    reminder, link = out.find("Reminder:"), out.find("https://live.example/demo")
+    assert 0 <= reminder < link, out[-1500:]
+    assert "is live now" in out
