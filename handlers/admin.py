@@ -262,23 +262,3 @@ async def cover(msg: Incoming, uow, t) -> Reply:
     return Reply(t("cover.removed", id=course_id) if off else t("cover.done", id=course_id))
 
 
-# ----------------------------------------------------------------------------- figures
-
-
-@router.command("stats", "统计", admin=True)
-async def stats(uow, t) -> Reply:
-    """Learners, enrolments and money in and out."""
-    figures = await service.stats(uow)
-
-    def money(rows) -> str:
-        return ", ".join(f"{m.count}× {t.money(m.amount, m.currency)}" for m in rows) or "0"
-
-    return Reply(
-        t(
-            "stats.body",
-            learners=figures.learners,
-            enrolments=figures.enrolments,
-            paid=money(figures.paid),
-            refunded=money(figures.refunded),
-        )
-    )

@@ -270,17 +270,3 @@ async def faq(msg: Incoming, uow, learner, t, settings) -> Reply:
     if outcome == "not_answered":
         return Reply(t("faq.not_answered", id=int(head)))
     return Reply(t("faq.done", id=int(head)))
-
-
-@router.command("instructor", "讲师", admin=True)
-async def set_instructor(msg: Incoming, uow, t) -> Reply:
-    """`/instructor <course_id> <channel:user>`: who receives a course's questions."""
-    head, _, who = msg.args.strip().partition(" ")
-    channel, _, user_ref = who.strip().partition(":")
-    head = head.lstrip("#")
-    name = (
-        await service.set_instructor(uow, int(head), channel, user_ref) if head.isdigit() else None
-    )
-    if name is None:
-        return Reply(t("instructor.usage"))
-    return Reply(t("instructor.done", name=esc(name), id=int(head)))

@@ -7,8 +7,8 @@ from services import audit as service
 
 router = Router()
 #: Until handlers/questions.py drops its `/instructor <course_id> <channel:user>`, this module
-#: answers /instructor2 (the old argument order is understood too).
-COMMAND, ALIASES = "instructor2", ()
+#: answers /instructor (the old `<course_id> <channel:user>` order is understood too).
+COMMAND, ALIASES = "instructor", ("讲师",)
 AUDIT_TEXT_CHARS = 60
 
 

@@ -12,7 +12,7 @@ router = Router()
 HELP_ORDER: list[tuple[str, bool]] = []
 #: Commands open to instructors (and admins) that check the role themselves: /help lists them
 #: under "For instructors", never to a plain learner.
-STAFF_COMMANDS = frozenset({"answer", "questions", "faq", "stats2", "coupon", "export"})
+STAFF_COMMANDS = frozenset({"answer", "questions", "faq", "stats", "coupon", "export"})
 
 
 def home_buttons(t) -> list[list[Button]]:

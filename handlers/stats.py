@@ -12,8 +12,7 @@ from services import audit, charts
 from services import stats as service
 
 router = Router()
-#: Until handlers/admin.py drops its one-line /stats, this module answers /stats2.
-COMMAND, ALIASES = "stats2", ()
+COMMAND, ALIASES = "stats", ("统计",)
 MAX_SESSION_LINES = 10
 
 

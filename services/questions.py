@@ -348,14 +348,3 @@ async def open_questions(
         if words:
             keywords.append((CourseRef.of(course), words))
     return OpenQuestions(listed, keywords)
-
-
-async def set_instructor(uow, course_id: int, channel: str, user_ref: str) -> str | None:
-    """Make the learner behind `channel:user_ref` the course's instructor; their name, or None
-    when the course or the identity is unknown."""
-    course = await uow.courses.get(course_id)
-    identity = await uow.learners.identity(channel, user_ref) if user_ref else None
-    if course is None or identity is None:
-        return None
-    course.instructor_learner_id = identity.learner_id
-    return identity.learner.display_name or f"#{identity.learner_id}"

@@ -233,10 +233,10 @@ async def test_follow_with_course_scene_menu_clicks_and_unfollow(wechat, wx):
 
 async def test_admin_commands_work_from_wechat(wechat, wx):
     admin = wx.user("oAdminWeChat0001")
-    stats = await admin.send_text("/stats")
-    assert stats.reply and "管理员" not in stats.reply
+    payments = await admin.send_text("/payments")
+    assert payments.reply and "管理员" not in payments.reply
     learner = wx.user("oNotAdmin01")
-    refused = await learner.send_text("/stats")
+    refused = await learner.send_text("/payments")
     assert "管理员" in refused.reply
 
 

@@ -52,7 +52,7 @@ def check_png(data: bytes) -> None:
 
 async def test_stats_sends_figures_and_a_chart(app, clock):
     await build_dataset(app, clock.now())
-    text, chart = await outputs(app, ADMIN, "stats2", "30d")
+    text, chart = await outputs(app, ADMIN, "stats", "30d")
     assert "Conversion (card → bought): 60.0% (3/5)" in text.text
     assert "Repurchase rate: 33.3% (1/3)" in text.text
     assert "• #" in text.text and "2/4 attended" in text.text
@@ -61,7 +61,7 @@ async def test_stats_sends_figures_and_a_chart(app, clock):
 
 
 async def test_a_learner_gets_no_figures(app):
-    (reply,) = await outputs(app, "nobody", "stats2")
+    (reply,) = await outputs(app, "nobody", "stats")
     assert "Only admins and instructors" in reply.text
 
 
@@ -276,15 +276,15 @@ async def test_instructors_see_and_change_only_their_own(app, clock):
     admin = Chat(app, ADMIN)
     await learner_for(app, "console", "teacher1", "Teacher One")
     await learner_for(app, "console", "teacher2", "Teacher Two")
-    assert "teaches course #1" in (await admin.send("/instructor2 add console:teacher1 1")).text
-    assert "teaches course #2" in (await admin.send("/instructor2 add console:teacher2 2")).text
+    assert "teaches course #1" in (await admin.send("/instructor add console:teacher1 1")).text
+    assert "teaches course #2" in (await admin.send("/instructor add console:teacher2 2")).text
     one, two = Chat(app, "teacher1"), Chat(app, "teacher2")
     # stats: own course yes, another's no, no argument = own courses only
-    text, _chart = await outputs(app, "teacher1", "stats2", "1")
+    text, _chart = await outputs(app, "teacher1", "stats", "1")
     assert "#1" in text.text
-    (refused,) = await outputs(app, "teacher1", "stats2", "2")
+    (refused,) = await outputs(app, "teacher1", "stats", "2")
     assert "not one of your courses" in refused.text
-    mine, _ = await outputs(app, "teacher1", "stats2")
+    mine, _ = await outputs(app, "teacher1", "stats")
     assert "your 1 course" in mine.text and "Open questions: 2" in mine.text
     # exports, coupons
     (refused,) = await outputs(app, "teacher1", "export", "sales 2")
@@ -306,8 +306,8 @@ async def test_instructors_see_and_change_only_their_own(app, clock):
     assert "only admins" in (await one.send("/audit")).text
     log = (await admin.send("/audit")).text
     assert "instructor.add" in log and "coupon.create TT2" in log
-    assert "freed" in (await admin.send("/instructor2 remove console:teacher1")).text
-    (refused,) = await outputs(app, "teacher1", "stats2")
+    assert "freed" in (await admin.send("/instructor remove console:teacher1")).text
+    (refused,) = await outputs(app, "teacher1", "stats")
     assert "Only admins and instructors" in refused.text
 
 

@@ -96,7 +96,7 @@ async def test_question_round_trip_through_telegram(telegram_app, tg):
         await user.send("/start")
         await user.wait_for_message(has("Hi"))
     await admin.send("/instructor 1 telegram:4001")
-    await admin.wait_for_message(has("Wang is now the instructor of course #1"))
+    await admin.wait_for_message(has("Wang now teaches course #1"))
     await enrol(app, "telegram", "4002", 1)
 
     await learner.send("/ask Can I watch on my phone? <b>&")
