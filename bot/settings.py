@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     wechatpay_order_expire_minutes: int = Field(default=120, ge=5)
     wechatpay_query_after_seconds: int = Field(default=60, ge=0)
     web_host: str = "127.0.0.1"
+    # Tracked session links (/go/<token>): the public base URL of the web server and the key
+    # that signs the tokens (a random key is kept in the database when unset).
+    public_url: str | None = None
+    link_secret: SecretStr | None = None
     web_port: int = 8080
     admins: Annotated[frozenset[str], NoDecode] = frozenset()
     timezone: str = "Asia/Shanghai"
@@ -211,5 +215,6 @@ class Settings(BaseSettings):
             self.wechat_aes_key,
             self.wechat_aes_key_previous,
             self.wechatpay_apiv3_key,
+            self.link_secret,
         )
         return [f.get_secret_value() for f in fields if f and f.get_secret_value()]

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.core import Button, Reply, esc
 from bot.i18n import translator_for
+from services import attendance
 from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
@@ -129,11 +130,14 @@ def duration_text(delta: timedelta, t) -> str:
     return t("unit.s", n=seconds)
 
 
-def notice_text(kind: str, session, course, t, when: datetime | None = None) -> str:
-    """The text of one notice about a session, in the learner's language and zone."""
+def notice_text(
+    kind: str, session, course, t, when: datetime | None = None, link: str | None = None
+) -> str:
+    """The text of one notice about a session, in the learner's language and zone; `link` is
+    the learner's own tracked join link, when there is one."""
     values = dict(course=esc(course_title(course, t)), session=session_label(session, t))
     if kind == START:
-        return t("live.notice.start", url=esc(session.url), **values)
+        return t("live.notice.start", url=esc(link or session.url), **values)
     if kind == REPLAY:
         return t("live.notice.replay", url=esc(session.replay_url or ""), **values)
     if kind in (MOVED, CANCELLED):
@@ -173,14 +177,20 @@ async def enqueue_notices(
         if r is None or not r.reachable:
             continue
         style = (r.locale or settings.default_locale, r.timezone)
-        if style not in messages:
+        if kind == START and settings.public_url:  # a personal link: attendance is counted
             t = translator_for(style[0], settings, style[1])
-            messages[style] = notice_message(kind, session, course, t, when)
+            link = await attendance.link_for(uow, settings, learner_id, session.id)
+            message = Reply(notice_text(kind, session, course, t, when, link))
+        else:
+            if style not in messages:
+                t = translator_for(style[0], settings, style[1])
+                messages[style] = notice_message(kind, session, course, t, when)
+            message = messages[style]
         rows.append(
             Outgoing(
                 r.channel,
                 r.user_ref,
-                messages[style],
+                message,
                 f"live-{kind}",
                 learner_id=learner_id,
                 dedupe_key=f"{key}:{suffix}",
