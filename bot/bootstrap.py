@@ -9,7 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.core import Channels, Clock, Dispatcher, SystemClock
 from bot.settings import Settings
-from bot.textindex import warm_up_in_background
 from handlers import build_router
 from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade_engine
@@ -98,7 +97,6 @@ async def build_app(
         "wake": lambda: app.wake(),
         **extra_deps,
     }
-    warm_up_in_background()  # the first search may wait for jieba; nothing else does
     dispatcher = Dispatcher(build_router(), uow, deps)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps)
     return app

@@ -18,6 +18,7 @@ from bot.channels.base import ChannelConfigError
 from bot.channels.links import TrackedLinks
 from bot.channels.web import WebServer
 from bot.settings import Settings
+from bot.textindex import warm_up_in_background
 
 log = logging.getLogger(__name__)
 ROLES = ("all", "web", "scheduler", "sender", "bot")
@@ -44,6 +45,8 @@ async def start_channels(app, channels, stop: asyncio.Event | None = None) -> No
     for channel in channels:
         if await start_with_retry(channel, stop):
             app.started.append(channel)
+    # jieba loads once the channels listen: start-up never waits for it, the first search may.
+    warm_up_in_background()
 
 
 async def start_with_retry(channel, stop: asyncio.Event | None = None) -> bool:

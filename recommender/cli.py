@@ -13,8 +13,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from recommender.entities import CourseInfo
-from recommender.evaluate import evaluate_file, load_ratings
-from recommender.service import Recommender
 from recommender.signals import Interaction
 
 TrainData = tuple[Iterable[Interaction], Sequence[CourseInfo]]
@@ -31,6 +29,8 @@ def set_train_loader(loader: TrainLoader | None, model_path: Path | None = None)
 
 def interactions_from_file(path: Path) -> list[Interaction]:
     """Read a ratings file as interactions: stars become ratings, an all-1 file purchases."""
+    from recommender.evaluate import load_ratings  # numpy and Surprise load on use only
+
     data = load_ratings(path)
     out = []
     for user, item, rating, ts in data.rows:
@@ -49,6 +49,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Precision/recall/NDCG@k for model, popularity and random; RMSE/MAE of plain SVD."""
+    from recommender.evaluate import evaluate_file
+
     evaluate_file(ratings, k=k, as_json=as_json, console=Console())
 
 
@@ -72,6 +74,8 @@ def train(
     path = model_path or _state["model_path"] or Path("recommender.npz")
     console = Console()
     interactions, catalog = _load(ratings)
+    from recommender.service import Recommender
+
     rec = Recommender(path)
     bars = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[stage]}"),
                     TimeElapsedColumn(), console=console)
