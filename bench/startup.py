@@ -19,18 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
 
-ECHO = """
-import asyncio, sys
-from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-dp = Dispatcher()
-@dp.message()
-async def echo(message):
-    await message.answer(message.text or "")
-session = AiohttpSession(api=TelegramAPIServer.from_base(sys.argv[1]))
-asyncio.run(dp.start_polling(Bot(sys.argv[2], session=session), handle_signals=False))
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inbound import ECHO  # noqa: E402 - the same bare aiogram echo bot as bench/inbound.py
 
 
 def rss_mb(pid: int) -> float:

@@ -32,16 +32,21 @@ async def test_the_bot_starts_once_the_bot_api_comes_back(sqlite_url, clock, tg,
         await app.close()
 
 
-async def test_a_refused_token_is_one_line_and_exit_code_2(tmp_path, tg):
-    env = {
+def run_env(tmp_path, tg, token: str, log_level: str) -> dict:
+    """The environment of a `coursebot run` against the fake Bot API."""
+    return {
         **os.environ,
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
-        "TELEGRAM_BOT_TOKEN": "123:not-a-real-token",
+        "TELEGRAM_BOT_TOKEN": token,
         "TELEGRAM_API_URL": tg.base_url,
         "RECOMMENDER_MODEL_PATH": str(tmp_path / "m.npz"),
         "WEB_PORT": "0",
-        "LOG_LEVEL": "ERROR",
+        "LOG_LEVEL": log_level,
     }
+
+
+async def test_a_refused_token_is_one_line_and_exit_code_2(tmp_path, tg):
+    env = run_env(tmp_path, tg, "123:not-a-real-token", "ERROR")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -60,15 +65,7 @@ async def test_a_refused_token_is_one_line_and_exit_code_2(tmp_path, tg):
 
 
 async def test_sigterm_stops_the_bot_cleanly_within_5_seconds(tmp_path, tg):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_API_URL": tg.base_url,
-        "RECOMMENDER_MODEL_PATH": str(tmp_path / "m.npz"),
-        "WEB_PORT": "0",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = run_env(tmp_path, tg, tg.token, "WARNING")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
