@@ -223,7 +223,14 @@ async def crash_test(n_users: int, folder: Path) -> dict:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         at_kill = sum(replies(u) > 0 for u in users)
+        # Restart like a supervisor (systemd Restart=always): the dead poller's lease may make
+        # the new process refuse to start for up to SCHEDULER_LEASE_SECONDS; try again.
         proc = spawn(env, log)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(replies(u) > 0 for u in users):
+            await asyncio.sleep(1)
+            if proc.poll() is not None:
+                proc = spawn(env, log)
         with contextlib.suppress(TimeoutError):
             await tg.wait_until(lambda: all(replies(u) > 0 for u in users), 300, what="all")
         await asyncio.sleep(3)  # anything sent twice would arrive now
