@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +29,6 @@ MOVED = "moved"
 CANCELLED = "cancelled"
 #: Past sessions whose replays a course's session list still shows.
 PAST_REPLAYS = 5
-LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
 MAX_TITLE = 128
 MAX_URL = 512
 
@@ -44,21 +43,6 @@ class LiveProblem(Exception):
 
 
 # ----------------------------------------------------------------------------- time & plans
-
-
-def parse_local(text: str, zone: ZoneInfo) -> datetime | None:
-    """A `YYYY-MM-DDTHH:MM` wall time in `zone` as a UTC moment (DST: the earlier reading).
-
-    A time that does not exist (spring forward) maps through the offset before the change,
-    i.e. 02:30 becomes 03:30 summer time; an ambiguous one (fall back) is the first 02:30.
-    """
-    for pattern in LOCAL_FORMATS:
-        try:
-            naive = datetime.strptime(text.strip(), pattern)
-        except ValueError:
-            continue
-        return naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    return None
 
 
 def is_url(text: str) -> bool:

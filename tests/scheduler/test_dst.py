@@ -7,9 +7,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.live import notice_plan, parse_local
+from bot.parsing import parse_local_datetime
+from services.live import notice_plan
 from tests.conftest import ADMIN_TG, start_telegram_app
 from tests.scheduler.support import drain, fire, has, texts
+
+IN_2030 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def parse_local(text: str, zone: ZoneInfo) -> datetime | None:
+    """A wall time in `zone` (the one parser the /schedule command uses), seen from 2030."""
+    return parse_local_datetime(text, zone, IN_2030)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
