@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,13 @@ from bot.settings import Settings
 PG_URL = os.environ.get("COURSEBOT_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("COURSEBOT_REQUIRE_PG") == "1"
 ADMIN_TG = 900001
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class FixedClock:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 
 from storage.models import Enrolment, Order, Payment
-from tests.conftest import ADMIN_TG, start_telegram_app
+from tests.conftest import ADMIN_TG, free_port, start_telegram_app
 from tests.fakes.telegram_api import has
 
 JOURNEY = {
@@ -268,13 +267,6 @@ async def test_surplus_charge_is_refunded(telegram_app, tg):
     assert [r["telegram_payment_charge_id"] for r in tg.refunds] == ["surplus-charge-1"]
     assert await count(telegram_app, Enrolment) == 1
     assert await count(telegram_app, Payment, Payment.status == "refunded") == 1
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

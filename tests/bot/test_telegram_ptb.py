@@ -8,7 +8,6 @@ what PTB must not bring (JobQueue, persistence, rate limiter, its Updater).
 from __future__ import annotations
 
 import asyncio
-import socket
 import warnings
 
 import aiohttp
@@ -24,7 +23,7 @@ from bot.demo import seed_demo
 from bot.runner import start_channels
 from bot.settings import Settings
 from storage.models import Enrolment, InboxEntry, Payment
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 from tests.fakes.telegram_api import has
 
 
@@ -270,13 +269,6 @@ def test_unknown_runtime_is_a_clear_settings_error():
     """TELEGRAM_RUNTIME must be aiogram or ptb; anything else names both."""
     with pytest.raises(ValidationError, match=r"'aiogram' or 'ptb'"):
         Settings(_env_file=None, telegram_runtime="pyrogram")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

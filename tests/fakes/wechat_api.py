@@ -28,7 +28,6 @@ import hashlib
 import itertools
 import json
 import secrets
-import socket
 import string
 import time
 import uuid
@@ -44,15 +43,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from defusedxml.ElementTree import fromstring
 from wechatpy.crypto import WeChatCrypto
 
+from tests.conftest import free_port
+
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 WINDOW_SECONDS = 48 * 3600
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sha1_signature(*parts: str) -> str:

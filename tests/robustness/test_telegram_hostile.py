@@ -4,7 +4,6 @@ forged webhooks, invalid JSON, poison updates, surrogates, a crash between commi
 
 from __future__ import annotations
 
-import socket
 import time
 
 import aiohttp
@@ -16,16 +15,10 @@ from bot.bootstrap import build_app
 from bot.channels.telegram_aiogram import AiogramChannel
 from bot.core import ChannelError, RateLimited, Reply, Unauthorized
 from storage.models import Enrolment, KeyValue, Payment
-from tests.conftest import make_settings, start_telegram_app
+from tests.conftest import free_port, make_settings, start_telegram_app
 from tests.fakes.telegram_api import has
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def count(app, model, *where) -> int:
