@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.core import Channels, Clock, Dispatcher, SystemClock
 from bot.settings import Settings
 from handlers import build_router
+from scheduler.sender import quiet_start
 from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade_engine
 from storage.uow import UnitOfWorkFactory
@@ -99,4 +100,5 @@ async def build_app(
     }
     dispatcher = Dispatcher(build_router(), uow, deps)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps)
+    await quiet_start(app)
     return app

@@ -129,12 +129,19 @@ class SenderState:
     sleep: Sleep = asyncio.sleep
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
     chat_last: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Set once `quiet_start` looked for a previous process's sends.
+    quiet_checked: bool = False
+    #: When sending may start (monotonic clock), after a previous process's sends.
+    quiet_until: float = -math.inf
 
     def limiter(self, channel: str, rate: float) -> RateLimiter:
-        """The limiter of a channel (created on first use)."""
+        """The limiter of a channel (created on first use, paused until `quiet_until`)."""
         limiter = self.limiters.get(channel)
         if limiter is None or limiter.rate != rate:
             limiter = self.limiters[channel] = RateLimiter(rate, self.monotonic, self.sleep)
+            quiet = self.quiet_until - self.monotonic()
+            if quiet > 0:
+                limiter.pause(quiet)
         return limiter
 
     async def chat_turn(self, chat: tuple[str, str]) -> None:
@@ -162,6 +169,32 @@ def sender_state(app, monotonic: Monotonic | None = None, sleep: Sleep | None = 
     if sleep is not None:
         state.sleep = sleep
     return state
+
+
+async def quiet_start(app) -> bool:
+    """Once per process, before its first send: when another process may have sent in the
+    last seconds (one killed mid-round leaves claimed rows), pause every channel for one rate
+    window, direct replies included, so the platform never sees both in the same second (the
+    per-channel ceiling and the 1 msg/s per chat hold across a crash and restart). True when
+    it paused."""
+    state = sender_state(app)
+    if state.quiet_checked:
+        return False
+    state.quiet_checked = True
+    try:
+        async with app.uow() as uow:
+            busy = await uow.claims.recently_active(
+                app.clock.now(), timedelta(seconds=2 * CHAT_GAP)
+            )
+    except Exception:
+        log.exception("could not check for a previous sender; pausing to be safe")
+        busy = True
+    if busy:
+        state.quiet_until = state.monotonic() + CHAT_GAP
+        for limiter in state.limiters.values():
+            limiter.pause(CHAT_GAP)
+        log.info("a previous sender was active: first send in %s s", CHAT_GAP)
+    return busy
 
 
 def send_rate(settings, channel: str) -> float:
@@ -423,27 +456,9 @@ class Sender:
         await report_broadcasts(self.app)
         return done
 
-    async def quiet_start(self) -> bool:
-        """Before the first send of a (re)started sender: when another sender may have sent in
-        the last seconds (a process killed mid-round leaves claimed rows), wait one rate
-        window, so the platform never sees both in the same second (the per-channel ceiling
-        and the 1 msg/s per chat hold across a crash and restart). True when it waited."""
-        try:
-            async with self.app.uow() as uow:
-                busy = await uow.claims.recently_active(
-                    self.app.clock.now(), timedelta(seconds=2 * CHAT_GAP)
-                )
-        except Exception:
-            log.exception("could not check for a previous sender; waiting to be safe")
-            busy = True
-        if busy:
-            log.info("a previous sender was active: first send in %s s", CHAT_GAP)
-            await sender_state(self.app).sleep(CHAT_GAP)
-        return busy
-
     async def run(self) -> None:
         """Loop until stopped; wait for a wake-up or the poll only when nothing was due."""
-        await self.quiet_start()
+        await quiet_start(self.app)
         while not self._stop.is_set():
             try:
                 claimed = (await self._round()).claimed

@@ -118,6 +118,7 @@ class AiogramChannel(Channel):
         self.dp = Dispatcher()
         self.dp.include_router(self._router())
         self._polling: asyncio.Task | None = None
+        self._batch: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._worker: asyncio.Task | None = None
@@ -372,8 +373,10 @@ class AiogramChannel(Channel):
             backoff = 1.0
             try:
                 if len(batch) < BACKLOG_BATCH and self._unfinished == 0:
-                    # Normal traffic: handle, then confirm with the next getUpdates.
-                    next_offset = await self.handle_batch(batch)
+                    # Normal traffic: handle, then confirm with the next getUpdates. Shielded:
+                    # a stop lets the batch finish, so no reply is sent and left unsettled.
+                    self._batch = asyncio.create_task(self.handle_batch(batch))
+                    next_offset = await asyncio.shield(self._batch)
                 else:  # a backlog: keep it in the database, confirm it, look further ahead
                     next_offset = await self._enqueue(batch)
             except Exception:  # the database refused: fetch the same batch again
@@ -473,8 +476,14 @@ class AiogramChannel(Channel):
         polling, self._polling = self._polling, None
         self._stopping.set()
         if polling is not None:  # safe at any point: nothing fetched is confirmed yet
+            batch = self._batch
+            if batch is not None and not batch.done():
+                await asyncio.wait({batch}, timeout=5.0)
             polling.cancel()
             await asyncio.gather(polling, return_exceptions=True)
+            if batch is not None and not batch.done():
+                batch.cancel()
+                await asyncio.gather(batch, return_exceptions=True)
         worker, self._worker = self._worker, None
         if worker is not None:  # the updates still queued are handled after the restart
             while not self._queue.empty():
