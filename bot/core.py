@@ -131,6 +131,8 @@ class Incoming:
     payment: PaymentInfo | None = None
     reply_to: str | None = None
     reply_to_text: str | None = None
+    #: A picture the user sent (its largest size), with `text` as its caption.
+    image: bytes | None = None
 
 
 Output = Reply | PreCheckoutAnswer

@@ -250,11 +250,10 @@ async def cover(msg: Incoming, uow, t) -> Reply:
     it. The photo arrives as `msg.image` (bytes) from channels that receive pictures."""
     head, _, rest = msg.args.strip().partition(" ")
     course_id = _id(head)
-    image = getattr(msg, "image", None)
     off = rest.strip().lower() in ("off", "none", "remove", "删除")
-    if course_id is None or (image is None and not off):
+    if course_id is None or (msg.image is None and not off):
         return Reply(t("cover.usage"))
-    done = await service.set_cover(uow, course_id, None if off else image)
+    done = await service.set_cover(uow, course_id, None if off else msg.image)
     if done.status is EditStatus.NO_COURSE:
         return Reply(t("admin.no_course", id=course_id))
     if done.status is EditStatus.BAD_VALUE:
