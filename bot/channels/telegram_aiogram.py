@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -48,6 +49,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     command_descriptions,
     deliver,
     message_to_incoming,
+    picture_to_fetch,
     pre_checkout_to_incoming,
     safe_html,
     split_text,
@@ -139,7 +141,17 @@ class AiogramChannel(Channel):
         if message.from_user is None or message.chat.type != "private":
             return
         msg = message_to_incoming(event_update, message)
+        if file_id := picture_to_fetch(message):
+            msg = dataclasses.replace(msg, image=await self._download(file_id))
         await self._deliver(msg, await self.app.dispatcher.dispatch(msg, durable=True))
+
+    async def _download(self, file_id: str) -> bytes | None:
+        """The bytes of a file the user sent (None when Telegram would not give it)."""
+        try:
+            return (await self.bot.download(file_id)).getvalue()
+        except (TelegramAPIError, AiogramError, OSError, TimeoutError) as error:
+            log.warning("could not download a picture: %s", error)
+            return None
 
     async def _on_callback(self, query: CallbackQuery, event_update: Update) -> None:
         # Answer first so the button stops spinning even if handling takes a while.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import warnings
@@ -67,6 +68,7 @@ from bot.channels.telegram_common import (
     command_descriptions,
     deliver,
     message_to_incoming,
+    picture_to_fetch,
     pre_checkout_to_incoming,
     split_text,
 )
@@ -241,7 +243,17 @@ class PtbChannel(Channel):
         if message is None or message.from_user is None:
             return
         msg = message_to_incoming(update, message)
+        if file_id := picture_to_fetch(message):
+            msg = dataclasses.replace(msg, image=await self._download(file_id))
         await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg))
+
+    async def _download(self, file_id: str) -> bytes | None:
+        """The bytes of a file the user sent (None when Telegram would not give it)."""
+        try:
+            return bytes(await (await self.bot.get_file(file_id)).download_as_bytearray())
+        except TelegramError as error:
+            log.warning("could not download a picture: %s", error)
+            return None
 
     async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

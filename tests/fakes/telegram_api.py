@@ -708,6 +708,7 @@ class FakeTelegram:
             "deleteMyCommands": self._delete_my_commands,
             "sendMessage": self._send_message,
             "sendPhoto": self._send_photo,
+            "getFile": self._get_file,
             "sendChatAction": self._send_chat_action,
             "editMessageText": self._edit_message_text,
             "editMessageReplyMarkup": self._edit_message_reply_markup,
@@ -724,6 +725,7 @@ class FakeTelegram:
         """Bind 127.0.0.1 on a free port and start serving; return self."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
         )
@@ -1442,6 +1444,33 @@ class FakeTelegram:
         self._rate_check(chat_id)
         return self._store_message(chat_id, fields)
 
+    def add_user_file(self, data: bytes, filename: str = "photo.jpg") -> str:
+        """Store a file a user sent; return its file_id (getFile then serves it)."""
+        file_id = f"AgACAgFAKEUSER{next(self._ids):06d}"
+        self.files[file_id] = UploadedFile(filename, "image/jpeg", data)
+        return file_id
+
+    async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(params.get("file_id") or "")
+        if file_id not in self.files:
+            raise bad_request("invalid file_id")
+        return {
+            "file_id": file_id,
+            "file_unique_id": "AQADFAKE" + file_id[-6:],
+            "file_size": len(self.files[file_id].data),
+            "file_path": f"photos/{file_id}.jpg",
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """GET /file/bot<token>/<file_path>, as getFile's file_path names it."""
+        self.requests.append(("downloadFile", {"path": request.match_info["path"]}))
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401}, status=401)
+        file_id = request.match_info["path"].removeprefix("photos/").removesuffix(".jpg")
+        if file_id not in self.files:
+            return web.json_response({"ok": False, "error_code": 404}, status=404)
+        return web.Response(body=self.files[file_id].data, content_type="image/jpeg")
+
     async def _send_chat_action(self, params: dict[str, Any]) -> bool:
         chat_id = self._chat_id(params)
         self.chat_actions.append((chat_id, str(params.get("action", ""))))
@@ -1726,6 +1755,32 @@ class FakeUser:
         if reply_to is not None:
             fields["reply_to_message"] = self.tg.replied_message(self.id, reply_to)
         fields.update(extra)
+        return await self.tg._deliver({"message": self._message(**fields)})
+
+    async def send_photo(self, data: bytes, caption: str = "") -> dict[str, Any]:
+        """Send a picture (a thumbnail and the full size, as Telegram does) with a caption."""
+        sizes = [
+            {"data": data[:64], "width": 90, "height": 90},
+            {"data": data, "width": 800, "height": 600},
+        ]
+        photo = [
+            {
+                "file_id": (file_id := self.tg.add_user_file(size["data"])),
+                "file_unique_id": "AQADFAKE" + file_id[-6:],
+                "width": size["width"],
+                "height": size["height"],
+                "file_size": len(size["data"]),
+            }
+            for size in sizes
+        ]
+        fields: dict[str, Any] = {"photo": photo}
+        if caption:
+            fields["caption"] = caption
+            m = re.match(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", caption)
+            if m:
+                fields["caption_entities"] = [
+                    {"type": "bot_command", "offset": 0, "length": _utf16_len(m.group(0))}
+                ]
         return await self.tg._deliver({"message": self._message(**fields)})
 
     def _keyboard_messages(self) -> list[dict[str, Any]]:
