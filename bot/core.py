@@ -51,6 +51,14 @@ class Invoice:
 
 
 @dataclass(frozen=True)
+class Document:
+    """A file sent as a document (CSV export, `/mydata` JSON): its name and bytes."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Recipient:
     """Where a reply goes when it is not the sender of the message."""
 
@@ -60,20 +68,22 @@ class Recipient:
 
 @dataclass
 class Reply:
-    """One message to render: HTML-subset text, button rows, optional image or invoice."""
+    """One message to render: HTML-subset text, button rows, optional image, document or
+    invoice."""
 
     text: str = ""
     buttons: list[list[Button]] = field(default_factory=list)
     image: bytes | None = None
     invoice: Invoice | None = None
     to: Recipient | None = None
+    document: Document | None = None
     #: Set by a durable dispatch: `<update_key>#<n>`, the stored reply the adapter ticks off
     #: once sent (`bot.core.settle_reply`).
     outbox_key: str | None = field(default=None, compare=False, repr=False)
 
 
 def reply_to_body(reply: Reply) -> dict:
-    """A reply as JSON-able data for the outbox: text, buttons, image and invoice."""
+    """A reply as JSON-able data for the outbox: text, buttons, image, document, invoice."""
     body: dict = {"text": reply.text}
     if reply.buttons:
         body["buttons"] = [
@@ -81,6 +91,11 @@ def reply_to_body(reply: Reply) -> dict:
         ]
     if reply.image is not None:
         body["image"] = base64.b64encode(reply.image).decode("ascii")
+    if reply.document is not None:
+        body["document"] = {
+            "filename": reply.document.filename,
+            "data": base64.b64encode(reply.document.data).decode("ascii"),
+        }
     if reply.invoice is not None:
         body["invoice"] = asdict(reply.invoice)
     return body
@@ -91,7 +106,9 @@ def reply_from_body(body: dict) -> Reply:
     rows = [[Button(b["label"], b["payload"]) for b in row] for row in body.get("buttons", [])]
     image = base64.b64decode(body["image"]) if body.get("image") else None
     invoice = Invoice(**body["invoice"]) if body.get("invoice") else None
-    return Reply(body.get("text", ""), rows, image=image, invoice=invoice)
+    stored = body.get("document")
+    document = Document(stored["filename"], base64.b64decode(stored["data"])) if stored else None
+    return Reply(body.get("text", ""), rows, image=image, invoice=invoice, document=document)
 
 
 @dataclass(frozen=True)

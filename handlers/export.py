@@ -3,29 +3,12 @@ of the courses this admin or instructor may see."""
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import fields
-from pathlib import Path
-
-from bot.core import Incoming, Reply, Router
+from bot.core import Document, Incoming, Reply, Router
 from handlers.stats import allowed_scope
 from services import audit
 from services import export as service
 
 router = Router()
-#: Where CSV files go until replies can carry documents (see `document_reply`).
-EXPORT_DIR = Path(tempfile.gettempdir()) / "coursebot-exports"
-
-
-def document_reply(text: str, filename: str, data: bytes) -> Reply:
-    """A reply carrying a file: as a document when `Reply` has that field, else saved to a file
-    whose path the text names (console and same-host admins open it)."""
-    if "document" in {f.name for f in fields(Reply)}:
-        return Reply(text, document=(filename, data))  # type: ignore[call-arg]
-    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
-    path = EXPORT_DIR / filename
-    path.write_bytes(data)
-    return Reply(f"{text}\n📎 {path}")
 
 
 @router.command("export", "导出")
@@ -45,6 +28,5 @@ async def export(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     await audit.record(uow, actor, "export", table, now, course_id=course_id, rows=count)
     suffix = f"-{course_id}" if course_id else ""
     filename = f"{table}{suffix}-{now:%Y%m%d-%H%M%S}.csv"
-    return document_reply(
-        t.plural("export.ready", count, count=count, table=table), filename, data
-    )
+    text = t.plural("export.ready", count, count=count, table=table)
+    return Reply(text, document=Document(filename, data))

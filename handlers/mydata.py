@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-from bot.core import Button, Incoming, Reply, Router, esc
+from bot.core import Button, Document, Incoming, Reply, Router
 from services import data_rights as service
 
 router = Router()
 
 
 @router.command("mydata", "我的数据")
-async def mydata(learner, uow, t, clock) -> list[Reply]:
-    """The learner's data as a JSON document (sent as text: every channel shows it)."""
-    data = await service.export(uow, learner.id, clock.now())
-    document = service.export_bytes(data).decode("utf-8")
-    counts = {k: len(v) for k, v in data.items() if isinstance(v, list)}
-    total = sum(counts.values())
-    return [Reply(t.plural("mydata.head", total, count=total)), Reply(esc(document))]
+async def mydata(learner, uow, t, clock) -> Reply:
+    """The learner's data as a JSON document."""
+    now = clock.now()
+    data = await service.export(uow, learner.id, now)
+    total = sum(len(v) for v in data.values() if isinstance(v, list))
+    filename = f"mydata-{learner.id}-{now:%Y%m%d-%H%M%S}.json"
+    document = Document(filename, service.export_bytes(data))
+    return Reply(t.plural("mydata.head", total, count=total), document=document)
 
 
 @router.command("deletemydata", "删除我的数据")

@@ -12,7 +12,7 @@ from typing import ClassVar
 from aiohttp import web
 
 from bot.channels.text import plain
-from bot.core import Button, ChannelError, Reply, numbered_text
+from bot.core import Button, ChannelError, Document, Reply, numbered_text
 from bot.i18n import STARS
 
 
@@ -55,7 +55,8 @@ class Channel(ABC):
 
 
 class TextChannel(Channel):
-    """A channel that shows plain text: buttons become numbered options, images become files."""
+    """A channel that shows plain text: buttons become numbered options, images and documents
+    become files whose paths are printed."""
 
     def __init__(self, image_dir: Path | None = None) -> None:
         self.image_dir = image_dir
@@ -65,12 +66,25 @@ class TextChannel(Channel):
         text, options = numbered_text(reply, plain)
         if reply.image is not None:
             text = "\n".join(filter(None, [text, f"🖼 {self.save_image(reply.image)}"]))
+        if reply.document is not None:
+            text = "\n".join(filter(None, [text, f"📎 {self.save_document(reply.document)}"]))
         return text, options
+
+    def _folder(self, default: str) -> Path:
+        folder = self.image_dir or Path(tempfile.gettempdir()) / default
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def save_image(self, image: bytes) -> Path:
         """Write an image to a file the user can open; returns its path."""
-        folder = self.image_dir or Path(tempfile.gettempdir()) / "coursebot-images"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{uuid.uuid4().hex[:12]}.png"
+        path = self._folder("coursebot-images") / f"{uuid.uuid4().hex[:12]}.png"
         path.write_bytes(image)
+        return path
+
+    def save_document(self, document: Document) -> Path:
+        """Write a document under its own name (in a folder of its own); returns its path."""
+        folder = self._folder("coursebot-documents") / uuid.uuid4().hex[:12]
+        folder.mkdir()
+        path = folder / (Path(document.filename).name or "document")
+        path.write_bytes(document.data)
         return path

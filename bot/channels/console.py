@@ -71,7 +71,7 @@ class ConsoleChannel(TextChannel):
 
     async def send(self, user_ref: str, reply: Reply) -> None:
         """Print a reply; buttons become options numbered after those already on screen."""
-        text, _ = self.render(Reply(reply.text, image=reply.image))
+        text, _ = self.render(Reply(reply.text, image=reply.image, document=reply.document))
         options = [button for row in reply.buttons for button in row]
         first = 1 if self._takes_over else len(self.options) + 1
         lines = [f"{n}. {plain(b.label)}" for n, b in enumerate(options, start=first)]

@@ -82,6 +82,9 @@ async def test_csv_export_round_trips_chinese(app, clock):
     assert len(export.read_csv(ratings_csv)) == 3
     (reply,) = await outputs(app, ADMIN, "export", "sales")
     assert "7 rows" in reply.text
+    assert reply.document.filename.startswith("sales-") and reply.document.filename[-4:] == ".csv"
+    assert reply.document.data.startswith("\ufeff".encode())
+    assert export.read_csv(reply.document.data) == rows
 
 
 def test_csv_never_holds_a_formula():
@@ -330,13 +333,12 @@ async def test_mydata_then_deletemydata(app, clock):
         before = await uow.payments.totals()
     user = Chat(app, "me2", name="李雷")
     channel = collecting_channel(app, "console")
-    head, body = await channel.receive(
+    (reply,) = await channel.receive(
         app, "me2", kind="command", command="mydata", display_name="李雷", locale="en"
     )
     channel.pop_all("me2")
-    import html
-
-    exported = json.loads(html.unescape(body.text))
+    assert "records" in reply.text and reply.document.filename.endswith(".json")
+    exported = json.loads(reply.document.data.decode("utf-8"))
     assert exported["learner"]["display_name"] == "李雷"
     assert len(exported["payments"]) == 2 and len(exported["enrolments"]) == 2
     assert exported["ratings"][0]["review"] == "讲得很好，李老师"

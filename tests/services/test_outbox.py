@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.core import Button, Invoice, Reply
+from bot.core import Button, Document, Invoice, Reply, reply_from_body, reply_to_body
 from scheduler.sender import drain_once
 from services.outbox import Outgoing, enqueue
 from storage.models import OutboxMessage
@@ -27,6 +27,19 @@ async def test_image_buttons_and_invoice_survive_the_outbox_round_trip(app):
     assert received.invoice == invoice
     assert received.buttons == [[Button("Buy", "buy:1")]]
     assert received.text == "<b>chart</b>"
+
+
+async def test_a_document_survives_the_outbox_round_trip(app):
+    channel = CollectingChannel("console")
+    app.channels.add(channel)
+    document = Document("sales.csv", "\ufeff课程,金额\r\n".encode())
+    reply = Reply("📎 sales.csv", document=document)
+    assert reply_from_body(reply_to_body(reply)) == reply
+    async with app.uow() as uow:
+        await enqueue(uow, Outgoing("console", "u1", reply, "test"), app.clock.now())
+        await uow.commit()
+    assert await drain_once(app) == 1
+    assert channel.pop("u1").document == document
 
 
 async def test_a_repeated_dedupe_key_is_stored_once_and_unreachable_is_never_sent(app):
