@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.core import Button, Incoming, Reply, Router, esc
+from bot.core import Button, Incoming, Reply, Router, esc, expect_text
 from handlers.catalog import course_title
 from services import admin as service
 from services.admin import EditStatus, FieldProblem, RefundStatus
@@ -245,19 +245,37 @@ async def category(msg: Incoming, uow, t) -> Reply:
 
 
 @router.command("cover", "封面", admin=True)
-async def cover(msg: Incoming, uow, t) -> Reply:
+async def cover(msg: Incoming, uow, learner, t) -> Reply:
     """A photo captioned `/cover <id>` becomes the course's cover; `/cover <id> off` removes
     it. The photo arrives as `msg.image` (bytes) from channels that receive pictures."""
     head, _, rest = msg.args.strip().partition(" ")
     course_id = _id(head)
     off = rest.strip().lower() in ("off", "none", "remove", "删除")
-    if course_id is None or (msg.image is None and not off):
+    if course_id is None:
         return Reply(t("cover.usage"))
-    done = await service.set_cover(uow, course_id, None if off else msg.image)
+    if msg.image is None and not off:  # WeChat pictures carry no caption: ask for it next
+        if await uow.courses.get(course_id) is None:
+            return Reply(t("admin.no_course", id=course_id))
+        await expect_text(uow, learner.id, "cover", course_id=course_id)
+        return Reply(t("cover.send_now", id=course_id))
+    return await _set_cover(uow, t, course_id, None if off else msg.image)
+
+
+@router.step("cover")
+async def cover_step(msg: Incoming, uow, t, step) -> Reply:
+    """The picture sent after `/cover <id>`."""
+    if msg.image is None:
+        return Reply(t("cover.usage"))
+    return await _set_cover(uow, t, int(step["course_id"]), msg.image)
+
+
+async def _set_cover(uow, t, course_id: int, image: bytes | None) -> Reply:
+    done = await service.set_cover(uow, course_id, image)
     if done.status is EditStatus.NO_COURSE:
         return Reply(t("admin.no_course", id=course_id))
     if done.status is EditStatus.BAD_VALUE:
         return Reply(t("cover.too_big", size=done.value // 1000, limit=COVER_LIMIT_KB))
-    return Reply(t("cover.removed", id=course_id) if off else t("cover.done", id=course_id))
+    done_key = "cover.removed" if image is None else "cover.done"
+    return Reply(t(done_key, id=course_id))
 
 
