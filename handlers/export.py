@@ -4,6 +4,7 @@ of the courses this admin or instructor may see."""
 from __future__ import annotations
 
 from bot.core import Document, Incoming, Reply, Router
+from bot.parsing import parse_id
 from handlers.stats import allowed_scope
 from services import audit
 from services import export as service
@@ -15,10 +16,10 @@ router = Router()
 async def export(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """Send one table as CSV."""
     table, _, rest = msg.args.strip().partition(" ")
-    table, rest = table.lower(), rest.strip().lstrip("#")
-    if table not in service.TABLES or (rest and not rest.isdigit()):
+    table, rest = table.lower(), rest.strip()
+    course_id = parse_id(rest) if rest else None
+    if table not in service.TABLES or (rest and course_id is None):
         return Reply(t("export.usage"))
-    course_id = int(rest) if rest else None
     allowed = await allowed_scope(uow, msg, learner, settings, t, course_id)
     if isinstance(allowed, Reply):
         return allowed

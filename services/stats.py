@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from bot.parsing import parse_id
 from recommender.signals import Signal
 
 PERIODS = {"7d": 7, "30d": 30, "90d": 90, "all": None}
@@ -117,8 +118,8 @@ def parse_args(args: str) -> tuple[int | None, str] | None:
         part = part.lower().lstrip("#")
         if part in PERIODS:
             period = part
-        elif part.isdigit() and course_id is None:
-            course_id = int(part)
+        elif parse_id(part) is not None and course_id is None:
+            course_id = parse_id(part)
         else:
             return None
     return course_id, period
