@@ -12,9 +12,14 @@ HTTP routes on the one web server:
   decrypted, amount checked against the order) become `payment` updates of the core.
 
 Answers: a handler that finishes within `WECHAT_REPLY_BUDGET_SECONDS` gets a passive reply
-(several replies and their buttons become one numbered text); otherwise WeChat gets `success`
-and the replies follow as customer-service messages. Typed numbers choose the numbered options
-last shown (kept in the database, so every worker sees them).
+(several replies and their buttons become one numbered text: a passive reply cannot carry a
+menu, and answering passively costs no customer-service quota); otherwise WeChat gets `success`
+and the replies follow as customer-service messages. There, replies with buttons go out as one
+`msgmenu` message (head_content, the numbered buttons as clickable items, tail_content) when
+exactly one reply of the group has buttons and the menu fits; otherwise, or when WeChat refuses
+the menu, as numbered text. A menu click comes back as a text message with `bizmsgmenuid`,
+mapped to the button's payload (ids kept in the database). Typed numbers choose the numbered
+options last shown (kept in the database, so every worker sees them).
 
 Outgoing calls use wechatpy's synchronous client in worker threads (`asyncio.to_thread`) with
 `auto_retry=False` and the access token read from the database (`wechat_token.TokenKeeper`).
@@ -85,6 +90,11 @@ CLOSED_STATES = {"CLOSED", "REVOKED", "PAYERROR"}
 SCENE_PREFIX = "qrscene_"
 #: Seconds between two "last seen" writes for one user (per process).
 SEEN_EVERY = 60.0
+#: At most this many clickable items in one msgmenu (more become numbered text).
+MAX_MENU_ITEMS = 10
+#: Menu item ids kept per user, so a click on a recent (not only the last) menu still works.
+MENU_IDS_KEPT = 40
+MENU_REFUSED = {48001}  # api unauthorized: this account may not send msgmenu
 
 
 class BadRequest(Exception):
@@ -120,6 +130,40 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
 def options_key(user_ref: str) -> str:
     """The kv key of the numbered options last shown to a WeChat user."""
     return f"wechat:options:{user_ref}"
+
+
+def menu_key(user_ref: str) -> str:
+    """The kv key of the msgmenu item ids sent to a WeChat user (id -> payload)."""
+    return f"wechat:menu:{user_ref}"
+
+
+def menu_parts(replies: list[Reply]) -> tuple[str, list[Button], str] | None:
+    """(head, buttons, tail) of one msgmenu for replies of which exactly one has buttons."""
+    with_buttons = [i for i, reply in enumerate(replies) if reply.buttons]
+    if len(with_buttons) != 1:
+        return None
+    at = with_buttons[0]
+    buttons = [b for row in replies[at].buttons for b in row]
+    if len(buttons) > MAX_MENU_ITEMS:
+        return None
+    head = "\n\n".join(plain(r.text) for r in replies[: at + 1] if r.text)
+    tail = "\n\n".join(plain(r.text) for r in replies[at + 1 :] if r.text)
+    return head, buttons, tail
+
+
+def msgmenu(head: str, items: list[tuple[str, Button]], tail: str) -> dict | None:
+    """The `msgmenu` body (items numbered like the text fallback), None when too long."""
+    menu = {
+        "head_content": head,
+        "list": [
+            {"id": item_id, "content": f"{n}. {plain(b.label)}"}
+            for n, (item_id, b) in enumerate(items, start=1)
+        ],
+        "tail_content": tail,
+    }
+    size = len(head.encode()) + len(tail.encode())
+    size += sum(len(item["content"].encode()) for item in menu["list"])
+    return menu if size <= MAX_TEXT_BYTES else None
 
 
 def render(replies: Iterable[Reply]) -> tuple[str, list[Button]]:
@@ -213,6 +257,7 @@ class WeChatChannel(Channel):
         self._seen: dict[str, float] = {}  # user -> monotonic time of the last `seen` write
         self.seen_every = SEEN_EVERY
         self._shown: dict[str, list] = {}  # user -> options this process stored last
+        self.menus = True  # buttons in customer-service messages as msgmenu
 
     # --- routes -------------------------------------------------------------------------
 
@@ -318,6 +363,11 @@ class WeChatChannel(Channel):
         if isinstance(message, ClickEvent):
             return self._menu_incoming(message.key or "", base)
         if isinstance(message, TextMessage):
+            clicked = str(message._data.get("bizmsgmenuid") or "")
+            if clicked:
+                payload = await self._menu_payload(user, clicked)
+                if payload is not None:
+                    return Incoming(kind="button", payload=payload, **base)
             return await self._text_incoming(message.content or "", base)
         if isinstance(message, UnknownMessage) or message.type == "event":
             return None  # VIEW, template delivery reports, popups …: nothing to say
@@ -343,6 +393,12 @@ class WeChatChannel(Channel):
             if 1 <= int(text) <= len(options):
                 return Incoming(kind="button", payload=options[int(text) - 1][1], **base)
         return Incoming(kind="text", text=text, **base)
+
+    async def _menu_payload(self, user_ref: str, item_id: str) -> str | None:
+        """The payload of a msgmenu item this user was sent (None: unknown or too old)."""
+        async with self.app.uow() as uow:
+            stored = await uow.kv.get(menu_key(user_ref))
+        return (stored or {}).get("ids", {}).get(item_id)
 
     async def _reachable(self, user_ref: str) -> None:
         async with self.app.uow() as uow:
@@ -413,11 +469,9 @@ class WeChatChannel(Channel):
 
         async def flush() -> None:
             if group:
-                text, options = render(group)
+                replies = list(group)
                 group.clear()
-                await self._remember(user_ref, options)
-                for piece in split_bytes(text):
-                    await self._send_text(user_ref, piece)
+                await self._send_group(user_ref, replies)
 
         for reply in replies:
             try:
@@ -510,15 +564,58 @@ class WeChatChannel(Channel):
         media_id = uploaded["media_id"]
         await self.api(lambda c: c.message.send_image(user_ref, media_id))
 
+    async def _send_group(self, user_ref: str, replies: list[Reply]) -> None:
+        """Text replies as one customer-service message: a msgmenu when it can be one,
+        otherwise numbered text (split below the byte limit)."""
+        text, options = render(replies)
+        if not text:
+            return
+        await self._remember(user_ref, options)
+        parts = menu_parts(replies) if self.menus else None
+        if parts is not None and await self._send_menu(user_ref, *parts):
+            return
+        for piece in split_bytes(text):
+            await self._send_text(user_ref, piece)
+
+    async def _send_menu(self, user_ref: str, head: str, buttons: list[Button], tail: str):
+        """Send a msgmenu; False (nothing sent) when it is too long or WeChat refuses it."""
+        menu = msgmenu(head, [("", b) for b in buttons], tail)
+        if menu is None:
+            return False
+        ids = await self._menu_ids(user_ref, buttons)
+        for item, item_id in zip(menu["list"], ids, strict=True):
+            item["id"] = item_id
+        try:
+            await self.api(lambda c: c.message.send_msg_menu(user_ref, menu))
+        except RejectedMessage as error:
+            if str(OUTSIDE_WINDOW) in str(error) and self.settings.wechat_template_id:
+                return False  # the text path falls back to the template
+            if not any(str(error).startswith(f"{code} ") for code in MENU_REFUSED):
+                raise
+            log.warning("WeChat refused msgmenu (%s); numbered text from now on", error)
+            self.menus = False
+            return False
+        return True
+
+    async def _menu_ids(self, user_ref: str, buttons: list[Button]) -> list[str]:
+        """New msgmenu item ids for `buttons`, stored (with recent ones) for the click."""
+        async with self.app.uow() as uow:
+            stored = await uow.kv.get(menu_key(user_ref)) or {}
+            serial = int(stored.get("serial", 0)) + 1
+            ids = [str(serial * 100 + n) for n in range(1, len(buttons) + 1)]
+            known = dict(stored.get("ids", {}))
+            known.update(zip(ids, (b.payload for b in buttons), strict=True))
+            kept = dict(list(known.items())[-MENU_IDS_KEPT:])
+            await uow.kv.put(menu_key(user_ref), {"serial": serial % 10_000_000, "ids": kept})
+            await uow.commit()
+        return ids
+
     async def send(self, user_ref: str, reply: Reply) -> None:
-        """Send one reply as customer-service messages (text, image, WeChat Pay QR code)."""
-        text, options = render([reply])
+        """Send one reply as customer-service messages (image, text or msgmenu, WeChat Pay
+        QR code)."""
         if reply.image is not None:
             await self.send_image(user_ref, reply.image)
-        if text:
-            await self._remember(user_ref, options)
-            for piece in split_bytes(text):
-                await self._send_text(user_ref, piece)
+        await self._send_group(user_ref, [reply])
         if reply.invoice is not None:
             await self.send_invoice(user_ref, reply.invoice)
 

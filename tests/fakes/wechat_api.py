@@ -5,8 +5,9 @@
   (5 s on WeChat) per try and retrying the same MsgId up to `tries` times (3) on a timeout or an
   error; a passive reply is decrypted and its signature checked.
 - It serves the API the bot calls: `cgi-bin/token`, `cgi-bin/stable_token`, customer-service
-  messages (40001/42001 for bad tokens, 45015 outside the 48-hour window), template messages,
-  media upload, menu create/get/delete.
+  messages (40001/42001 for bad tokens, 45015 outside the 48-hour window; text, image and
+  `msgmenu`, whose items a user clicks with `FakeUser.click_item`: a text message carrying
+  `bizmsgmenuid`, as WeChat sends it), template messages, media upload, menu create/get/delete.
 - It serves WeChat Pay APIv3: Native orders, order query, close, refund; every request's
   `Authorization` is verified with the merchant public key and every answer is signed with the
   platform key; `pay()` sends signed, AES-256-GCM encrypted notifications to the order's
@@ -124,8 +125,25 @@ class FakeUser:
         return self.fake.received[self.openid]
 
     def texts(self) -> list[str]:
-        """The texts the user received, in order."""
-        return [m["text"] for m in self.messages if m["type"] == "text"]
+        """The texts the user received, in order (a msgmenu as the text the user sees)."""
+        return [m["text"] for m in self.messages if m["type"] in ("text", "msgmenu")]
+
+    def menus(self) -> list[dict]:
+        """The msgmenu messages the user received."""
+        return [m for m in self.messages if m["type"] == "msgmenu"]
+
+    async def click_item(self, menu: dict, n: int) -> Delivery:
+        """Click item `n` (from 1) of a received msgmenu: WeChat sends its content as a text
+        message with `bizmsgmenuid`."""
+        item = menu["menu"]["list"][n - 1]
+        msg_id = next(self.fake.msg_ids)
+        fields = {
+            "MsgType": "text",
+            "Content": item["content"],
+            "MsgId": msg_id,
+            "bizmsgmenuid": int(item["id"]) if item["id"].isdigit() else item["id"],
+        }
+        return await self.push(fields, msg_id)
 
     async def send_text(self, content: str, msg_id: int | None = None) -> Delivery:
         """Type a message."""
@@ -215,6 +233,7 @@ class FakeWeChat:
         self.menu: dict | None = None
         self.templates: list[dict] = []
         self.fail_next_sends = 0
+        self.refuse_menus = False  # msgmenu answered 48001 (an account without the right)
         # WeChat Pay state
         self.orders: dict[str, dict] = {}
         self.refunds: list[dict] = []
@@ -447,6 +466,17 @@ class FakeWeChat:
             if media_id not in self.media:
                 return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
             message["image"] = self.media[media_id]
+        elif kind == "msgmenu":
+            if self.refuse_menus:
+                return web.json_response({"errcode": 48001, "errmsg": "api unauthorized"})
+            menu = data["msgmenu"]
+            if not menu.get("list") or any(
+                not str(i.get("id", "")) or not i.get("content") for i in menu["list"]
+            ):
+                return web.json_response({"errcode": 40008, "errmsg": "invalid message type"})
+            message["menu"] = menu
+            lines = [menu.get("head_content", ""), *(i["content"] for i in menu["list"])]
+            message["text"] = "\n".join(filter(None, [*lines, menu.get("tail_content", "")]))
         else:
             message["body"] = data
         self.received.setdefault(openid, []).append(message)

@@ -78,7 +78,7 @@ class WeChatPerson(Person):
     def _said(self, message: dict) -> Said:
         if message["type"] == "image":
             return Said(image=True, raw=message)
-        if message["type"] != "text":
+        if message["type"] not in ("text", "msgmenu"):  # a msgmenu reads as its numbered text
             return Said(raw=message)
         text = message["text"]
         invoice = None
