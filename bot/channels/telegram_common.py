@@ -34,7 +34,7 @@ MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_BUTTON_LABEL = 64
 #: Larger pictures are not fetched (a course cover is at most 2 MB; bots may fetch 20 MB).
-MAX_PICTURE_BYTES = 5_000_000
+MAX_PICTURE_BYTES = 2_500_000
 ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
 WEBHOOK_PATH = "/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -92,11 +92,9 @@ def message_to_incoming(update: Any, message: Any) -> Incoming:
 
 
 def picture_to_fetch(message: Any) -> str | None:
-    """The file_id of the largest size of a picture captioned with a command (such as
-    `/cover 3`), or None: pictures without a command are not downloaded."""
-    if not message.photo or not (message.caption or "").startswith("/"):
-        return None
-    fitting = [p for p in message.photo if (p.file_size or 0) <= MAX_PICTURE_BYTES]
+    """The file_id of the largest size of a picture that fits `MAX_PICTURE_BYTES` (a cover
+    captioned `/cover 3`, or sent after `/cover 3`), or None."""
+    fitting = [p for p in message.photo or () if (p.file_size or 0) <= MAX_PICTURE_BYTES]
     if not fitting:
         return None
     return max(fitting, key=lambda p: p.width * p.height).file_id

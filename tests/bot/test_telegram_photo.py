@@ -1,6 +1,6 @@
 """An admin sends a picture captioned `/cover <id>` on Telegram (aiogram and PTB): the adapter
-fetches its largest size through getFile, the course card then shows it; a picture without a
-command is never downloaded."""
+fetches its largest size through getFile, the course card then shows it. `/cover <id>` alone
+asks for the picture next; a learner's picture changes nothing."""
 
 from __future__ import annotations
 
@@ -37,9 +37,16 @@ async def test_a_captioned_picture_becomes_the_course_cover(running, tg):
     assert tg.files[card["photo"][-1]["file_id"]].data == PICTURE
 
 
-async def test_a_picture_without_a_command_is_not_downloaded(running, tg):
+async def test_cover_then_a_picture_sets_it_and_a_learners_picture_changes_nothing(running, tg):
+    admin = tg.user(ADMIN_TG, first_name="Boss", language_code="en")
+    await admin.send("/cover 2")
+    await admin.wait_for_message(has("Now send the picture for course #2"), timeout=10)
+    await admin.send_photo(PICTURE)
+    await admin.wait_for_message(has("Course #2 has a new cover"), timeout=10)
+
     learner = tg.user(70_002, language_code="en")
-    await learner.send_photo(PICTURE, caption="look at my cat")
-    await learner.send("/help")
-    await learner.wait_for_message(has("/catalog"), timeout=10)
-    assert tg.calls("getFile") == []
+    await learner.send_photo(PICTURE, caption="/cover 3")
+    await learner.wait_for_message(timeout=10)
+    await learner.send("/start course_3")
+    card = await learner.wait_for_message(has("Cracking 50"), timeout=10)
+    assert "photo" not in card, "course 3 has no cover"

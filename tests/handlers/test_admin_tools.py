@@ -94,13 +94,14 @@ async def test_a_card_shows_both_prices_the_instructors_bio_and_the_cover(app):
     assert "Course #1" in said.text
     async with app.uow() as uow:
         msg = SimpleNamespace(args="1", image=PNG)
-        assert "new cover" in (await cover(msg, uow, _t())).text
+        assert "new cover" in (await cover(msg, uow, learner=None, t=_t())).text
         await uow.commit()
     card = await Chat(app, "u3").press("course:1")
     assert "Price: 150 ⭐ (or CN¥199.00)" in card.text
     assert "Wang Lei — Taught Python for ten years" in card.text
     assert card.image == PNG
-    assert "Send a photo" in (await admin.send("/cover 1")).text, "no photo: usage"
+    assert "Now send the picture" in (await admin.send("/cover 1")).text, "no photo: ask"
+    assert "Send a photo" in (await admin.send("/cover")).text, "no id: usage"
     assert "no cover" in (await admin.send("/cover 1 off")).text
     assert (await Chat(app, "u3").press("course:1")).image is None
 
