@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from bot.channels.wechat_pay import FRESH_SECONDS, fresh
 from storage.models import Enrolment, Order, Payment, WeChatPayOrder
 from tests.bot.wechat_support import ADMIN_WX, invoice_code_url, start_wechat_app
 from tests.fakes.wechat_api import FakeWeChat
@@ -73,6 +74,31 @@ async def test_forged_and_wrong_amount_notifications_change_nothing(wechat, wx):
         assert (await uow.wechat.pay.get(order["out_trade_no"])).status == "pending"
     assert await wx.notify(order) == 200  # the genuine one still enrols
     assert await count(app, Enrolment) == 1
+
+
+async def test_stale_or_future_notifications_are_replays_and_change_nothing(wechat, wx):
+    """Wechatpay-Timestamp more than 5 minutes from now: refused, even correctly signed."""
+    app, channel = wechat
+    user = wx.user("oBuyer0009")
+    order_id, code_url = await invoice_code_url(app, channel, user)
+    order = wx.order_by_code(code_url)
+    wx.mark_paid(order, user.openid)
+    assert await wx.notify(order, age=FRESH_SECONDS + 5) == 401  # an old one replayed
+    assert await wx.notify(order, age=-(FRESH_SECONDS + 5)) == 401  # signed "in the future"
+    assert await count(app, Payment) == 0 and await count(app, Enrolment) == 0
+    async with app.uow() as uow:
+        assert (await uow.orders.get(order_id)).status == "pending"
+        assert (await uow.wechat.pay.get(order["out_trade_no"])).status == "pending"
+    assert await wx.notify(order, age=FRESH_SECONDS - 30) == 200  # late but inside the window
+    assert await count(app, Enrolment) == 1
+
+
+def test_freshness_window_edges():
+    now = 1_800_000_000
+    assert fresh({"Wechatpay-Timestamp": str(now - FRESH_SECONDS)}, now)
+    assert not fresh({"Wechatpay-Timestamp": str(now - FRESH_SECONDS - 1)}, now)
+    assert not fresh({"Wechatpay-Timestamp": str(now + FRESH_SECONDS + 1)}, now)
+    assert not fresh({"Wechatpay-Timestamp": "soon"}, now) and not fresh({}, now)
 
 
 async def test_a_missing_notification_is_settled_by_the_order_query(wechat, wx, clock):

@@ -150,6 +150,19 @@ class FakeUser:
         msg_id = msg_id or next(self.fake.msg_ids)
         return await self.push({"MsgType": "text", "Content": content, "MsgId": msg_id}, msg_id)
 
+    async def send_image(self, data: bytes) -> Delivery:
+        """Send a picture: WeChat keeps it as temporary media and passes its MediaId."""
+        msg_id = next(self.fake.msg_ids)
+        media_id = "USERMEDIA_" + secrets.token_hex(8)
+        self.fake.media[media_id] = data
+        fields = {
+            "MsgType": "image",
+            "PicUrl": f"http://127.0.0.1:{self.fake.port}/pic/{media_id}",
+            "MediaId": media_id,
+            "MsgId": msg_id,
+        }
+        return await self.push(fields, msg_id)
+
     async def event(self, event: str, key: str | None = None, **extra) -> Delivery:
         """An event (subscribe, SCAN, CLICK, unsubscribe …)."""
         fields: dict[str, Any] = {"MsgType": "event", "Event": event}
@@ -281,6 +294,7 @@ class FakeWeChat:
         r.add_post("/cgi-bin/message/custom/send", self._custom_send)
         r.add_post("/cgi-bin/message/template/send", self._template_send)
         r.add_post("/cgi-bin/media/upload", self._media_upload)
+        r.add_get("/cgi-bin/media/get", self._media_get)
         r.add_post("/cgi-bin/menu/create", self._menu_create)
         r.add_get("/cgi-bin/menu/get", self._menu_get)
         r.add_get("/cgi-bin/menu/delete", self._menu_delete)
@@ -505,6 +519,17 @@ class FakeWeChat:
         self.api_calls.append(("media/upload", {"media_id": media_id, "size": len(data)}))
         return web.json_response({"type": "image", "media_id": media_id, "created_at": 1})
 
+    async def _media_get(self, request: web.Request) -> web.Response:
+        """Temporary media by media_id: the bytes, or a JSON error like WeChat's."""
+        error = self._check_token(request)
+        if error:
+            return web.json_response(error)
+        data = self.media.get(request.query.get("media_id", ""))
+        self.api_calls.append(("media/get", {"media_id": request.query.get("media_id")}))
+        if data is None:
+            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
+        return web.Response(body=data, content_type="image/jpeg")
+
     async def _menu_create(self, request: web.Request) -> web.Response:
         error = self._check_token(request)
         if error:
@@ -691,8 +716,11 @@ class FakeWeChat:
         """The order a code_url (the QR code's content) belongs to."""
         return next(o for o in self.orders.values() if o["code_url"] == code_url)
 
-    def notification(self, order: dict, total: int | None = None, forge: bool = False):
-        """A signed, encrypted TRANSACTION.SUCCESS notification body and headers."""
+    def notification(
+        self, order: dict, total: int | None = None, forge: bool = False, age: float = 0.0
+    ):
+        """A signed, encrypted TRANSACTION.SUCCESS notification body and headers, signed
+        `age` seconds ago (a replay of an old one when large)."""
         resource = json.dumps(self._resource(order, total), ensure_ascii=False)
         nonce = secrets.token_hex(6)
         cipher = AESGCM(self.apiv3_key.encode()).encrypt(
@@ -715,7 +743,7 @@ class FakeWeChat:
             },
             ensure_ascii=False,
         )
-        timestamp, sig_nonce = str(int(time.time())), secrets.token_hex(16)
+        timestamp, sig_nonce = str(int(time.time() - age)), secrets.token_hex(16)
         key = _rsa_key() if forge else self.platform_key
         headers = {
             "Content-Type": "application/json",
@@ -728,10 +756,15 @@ class FakeWeChat:
         return body, headers
 
     async def notify(
-        self, order: dict, total: int | None = None, forge: bool = False, url: str | None = None
+        self,
+        order: dict,
+        total: int | None = None,
+        forge: bool = False,
+        url: str | None = None,
+        age: float = 0.0,
     ) -> int:
         """POST one notification of `order` to its notify_url; returns the HTTP status."""
-        body, headers = self.notification(order, total, forge)
+        body, headers = self.notification(order, total, forge, age)
         async with self._http.post(
             url or order["notify_url"], data=body.encode(), headers=headers
         ) as response:
