@@ -53,7 +53,7 @@ from wechatpy.events import (
     UnsubscribeEvent,
 )
 from wechatpy.exceptions import InvalidSignatureException, WeChatClientException
-from wechatpy.messages import BaseMessage, TextMessage, UnknownMessage
+from wechatpy.messages import BaseMessage, ImageMessage, TextMessage, UnknownMessage
 from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
@@ -81,6 +81,8 @@ SUCCESS = "success"
 #: Customer-service text limit is 2048 bytes; split below it at line breaks.
 MAX_TEXT_BYTES = 2000
 MAX_PAY_NOTIFY_BYTES = 64 * 1024
+#: Larger pictures a user sends are not kept (a course cover is at most 2 MB).
+MAX_PICTURE_BYTES = 2_500_000
 TOKEN_ERRORS = {40001, 40014, 42001}
 UNREACHABLE_ERRORS = {40003, 43004, 43019}  # bad openid, not following, blocked us
 OUTSIDE_WINDOW = 45015
@@ -369,9 +371,23 @@ class WeChatChannel(Channel):
                 if payload is not None:
                     return Incoming(kind="button", payload=payload, **base)
             return await self._text_incoming(message.content or "", base)
+        if isinstance(message, ImageMessage):  # no caption on WeChat: `/cover <id>` asks first
+            return Incoming(kind="text", image=await self._picture(message.media_id), **base)
         if isinstance(message, UnknownMessage) or message.type == "event":
             return None  # VIEW, template delivery reports, popups …: nothing to say
         return Incoming(kind="command", command="help", **base)  # image, voice, location …
+
+    async def _picture(self, media_id: str | None) -> bytes | None:
+        """The bytes of a picture the user sent (temporary media), None when unavailable."""
+        if not media_id:
+            return None
+        try:
+            response = await self.api(lambda wx: wx.media.download(media_id))
+        except ChannelError as error:
+            log.warning("could not download a picture: %s", error)
+            return None
+        data = getattr(response, "content", None)
+        return data if isinstance(data, bytes) and len(data) <= MAX_PICTURE_BYTES else None
 
     def _menu_incoming(self, key: str, base: dict) -> Incoming:
         if key.startswith("cmd:"):
