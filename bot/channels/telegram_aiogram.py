@@ -43,6 +43,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     NAME,
     SECRET_HEADER,
     WEBHOOK_PATH,
+    Part,
     callback_to_incoming,
     clean_text,
     clean_update,
@@ -51,6 +52,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     message_to_incoming,
     picture_to_fetch,
     pre_checkout_to_incoming,
+    reply_parts,
     safe_html,
     split_text,
 )
@@ -208,16 +210,8 @@ class AiogramChannel(Channel):
 
     async def _send(self, chat_id: int, reply: Reply) -> None:
         markup = keyboard(reply)
-        text = safe_html(reply.text) if reply.text else ""
-        if reply.image is not None:
-            photo = BufferedInputFile(reply.image, filename="chart.png")
-            caption = safe_html(reply.text[:1024]) if reply.text else None
-            await self.bot.send_photo(chat_id, photo, caption=caption, reply_markup=markup)
-        elif text:
-            pieces = [safe_html(piece) for piece in split_text(text)]
-            for n, piece in enumerate(pieces):
-                last = n == len(pieces) - 1
-                await self.bot.send_message(chat_id, piece, reply_markup=markup if last else None)
+        for part in reply_parts(reply):
+            await self._send_part(chat_id, part, markup if part.keyboard else None)
         if reply.invoice is not None:
             invoice = reply.invoice
             await self.bot.send_invoice(
@@ -228,6 +222,14 @@ class AiogramChannel(Channel):
                 currency=invoice.currency,
                 prices=[LabeledPrice(label=invoice.label, amount=invoice.amount)],
             )
+
+    async def _send_part(self, chat_id: int, part: Part, markup) -> None:
+        if part.kind == "message":
+            await self.bot.send_message(chat_id, part.text, reply_markup=markup)
+            return
+        upload = BufferedInputFile(part.data, filename=part.filename)
+        send = self.bot.send_photo if part.kind == "photo" else self.bot.send_document
+        await send(chat_id, upload, caption=part.text, reply_markup=markup)
 
     async def refund(self, user_ref: str, charge_id: str) -> None:
         """Refund a Stars payment."""

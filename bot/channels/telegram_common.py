@@ -8,11 +8,12 @@ so one conversion serves both runtimes and their behaviour cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from bot.core import (
     ChannelError,
@@ -129,6 +130,51 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
             candidate = line
         current = candidate[:limit]
     return pieces + [current]
+
+
+#: The file name a reply's image is uploaded under.
+PHOTO_NAME = "chart.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One Bot API send a reply becomes: a message, a photo or a document (HTML made safe)."""
+
+    kind: Literal["message", "photo", "document"]
+    text: str | None
+    filename: str = ""
+    data: bytes = b""
+    keyboard: bool = False  # the reply's inline keyboard goes on this part
+
+
+def reply_parts(reply: Reply) -> list[Part]:
+    """The sends of a reply (its invoice aside), the keyboard on the last one.
+
+    An image is a photo captioned with the text; a document follows it uncaptioned, or is
+    captioned with the text itself when it has no image and the text fits a caption (a longer
+    text goes first as messages). Text alone is split into messages.
+    """
+    parts: list[Part] = []
+    text = reply.text or ""
+    if reply.image is not None:
+        parts.append(Part("photo", _caption(text), PHOTO_NAME, reply.image))
+        text = ""
+    if reply.document is not None and len(text) <= MAX_CAPTION:
+        caption, text = _caption(text), ""
+    else:
+        caption = None
+    if text:
+        parts += [Part("message", safe_html(piece)) for piece in split_text(text)]
+    if reply.document is not None:
+        name = reply.document.filename or "document"
+        parts.append(Part("document", caption, name, reply.document.data))
+    if parts:
+        parts[-1] = dataclasses.replace(parts[-1], keyboard=True)
+    return parts
+
+
+def _caption(text: str) -> str | None:
+    return safe_html(text[:MAX_CAPTION]) if text else None
 
 
 def command_descriptions(

@@ -59,18 +59,18 @@ from bot.channels.base import Channel
 from bot.channels.telegram_common import (
     ALLOWED_UPDATES,
     MAX_BUTTON_LABEL,
-    MAX_CAPTION,
     NAME,
     PROVIDER,
     SECRET_HEADER,
     WEBHOOK_PATH,
+    Part,
     callback_to_incoming,
     command_descriptions,
     deliver,
     message_to_incoming,
     picture_to_fetch,
     pre_checkout_to_incoming,
-    split_text,
+    reply_parts,
 )
 from bot.core import (
     ChannelError,
@@ -308,16 +308,8 @@ class PtbChannel(Channel):
 
     async def _send(self, chat_id: int, reply: Reply) -> None:
         markup = keyboard(reply)
-        if reply.image is not None:
-            photo = InputFile(reply.image, filename="chart.png")
-            await self.bot.send_photo(
-                chat_id, photo, caption=reply.text[:MAX_CAPTION] or None, reply_markup=markup
-            )
-        elif reply.text:
-            pieces = split_text(reply.text)
-            for n, piece in enumerate(pieces):
-                last = n == len(pieces) - 1
-                await self.bot.send_message(chat_id, piece, reply_markup=markup if last else None)
+        for part in reply_parts(reply):
+            await self._send_part(chat_id, part, markup if part.keyboard else None)
         if reply.invoice is not None:
             invoice = reply.invoice
             await self.bot.send_invoice(
@@ -328,6 +320,14 @@ class PtbChannel(Channel):
                 currency=invoice.currency,
                 prices=[LabeledPrice(invoice.label, invoice.amount)],
             )
+
+    async def _send_part(self, chat_id: int, part: Part, markup) -> None:
+        if part.kind == "message":
+            await self.bot.send_message(chat_id, part.text, reply_markup=markup)
+            return
+        upload = InputFile(part.data, filename=part.filename)
+        send = self.bot.send_photo if part.kind == "photo" else self.bot.send_document
+        await send(chat_id, upload, caption=part.text, reply_markup=markup)
 
     async def refund(self, user_ref: str, charge_id: str) -> None:
         """Refund a Stars payment."""

@@ -37,12 +37,14 @@ TOKEN_RE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_CALLBACK_DATA = 64
+#: Bots may upload files of up to 50 MB (sendDocument).
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 #: Update types Telegram leaves out unless they are listed in ``allowed_updates``.
 OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 
 #: Methods that count as sends for rate limits, ``send_times`` and ``send_counts``.
-SEND_METHODS = frozenset({"sendMessage", "sendPhoto", "sendInvoice"})
+SEND_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "sendInvoice"})
 
 METHOD_NAMES = (
     "getMe",
@@ -57,6 +59,7 @@ METHOD_NAMES = (
     "deleteMyCommands",
     "sendMessage",
     "sendPhoto",
+    "sendDocument",
     "sendChatAction",
     "editMessageText",
     "editMessageReplyMarkup",
@@ -78,6 +81,7 @@ _STRING_PARAMS = frozenset(
         "payload",
         "url",
         "photo",
+        "document",
         "parse_mode",
         "language_code",
         "currency",
@@ -708,6 +712,7 @@ class FakeTelegram:
             "deleteMyCommands": self._delete_my_commands,
             "sendMessage": self._send_message,
             "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
             "getFile": self._get_file,
             "sendChatAction": self._send_chat_action,
             "editMessageText": self._edit_message_text,
@@ -1443,6 +1448,42 @@ class FakeTelegram:
         fields["reply_markup"] = self._check_markup(params.get("reply_markup"))
         self._rate_check(chat_id)
         return self._store_message(chat_id, fields)
+
+    async def _send_document(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        document = params.get("document")
+        if isinstance(document, str) and document.startswith("attach://"):
+            document = params.get(document[len("attach://") :])
+        if isinstance(document, UploadedFile):
+            if not document.data:
+                raise bad_request("file must be non-empty")
+            if len(document.data) > MAX_UPLOAD_BYTES:
+                raise TelegramError(413, "Request Entity Too Large")
+            n = next(self._ids)
+            file_id, unique_id = f"BQACAgFAKEDOC{n:06d}", f"AgADFAKE{n:06d}"
+            self.files[file_id] = document
+        elif isinstance(document, str) and document in self.files:
+            file_id, unique_id = document, "AgADFAKE" + document[-6:]
+            document = self.files[document]
+        elif document in (None, ""):
+            raise bad_request("there is no document in the request")
+        else:
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        fields = self._text_fields(params, "caption", MAX_CAPTION)
+        fields["document"] = {
+            "file_id": file_id,
+            "file_unique_id": unique_id,
+            "file_name": document.filename,
+            "mime_type": document.content_type or "application/octet-stream",
+            "file_size": len(document.data),
+        }
+        fields["reply_markup"] = self._check_markup(params.get("reply_markup"))
+        self._rate_check(chat_id)
+        return self._store_message(chat_id, fields)
+
+    def document_of(self, message: dict[str, Any]) -> UploadedFile:
+        """The file a document message carries (name, content type, bytes)."""
+        return self.files[message["document"]["file_id"]]
 
     def add_user_file(self, data: bytes, filename: str = "photo.jpg") -> str:
         """Store a file a user sent; return its file_id (getFile then serves it)."""
