@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     wechat_send_rate_per_second: float = Field(default=20.0, gt=0)
     wechat_token_refresh_margin_seconds: int = Field(default=240, ge=60)
     wechat_token_wait_seconds: float = Field(default=3.0, gt=0)
+    # Shared store for several processes (the WeChat access token); the database when unset.
+    redis_url: SecretStr | None = None
     wechatpay_mch_id: str | None = None
     wechatpay_cert_serial_no: str | None = None
     wechatpay_private_key_path: str | None = None

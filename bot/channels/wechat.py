@@ -22,13 +22,15 @@ mapped to the button's payload (ids kept in the database). Typed numbers choose 
 options last shown (kept in the database, so every worker sees them).
 
 Outgoing calls use wechatpy's synchronous client in worker threads (`asyncio.to_thread`) with
-`auto_retry=False` and the access token read from the database (`wechat_token.TokenKeeper`).
+`auto_retry=False` and the access token read from the database or Redis
+(`wechat_token.TokenKeeper`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -73,6 +75,7 @@ from bot.core import (
     Unreachable,
 )
 from bot.i18n import CNY, translator_for
+from services import downloads
 
 log = logging.getLogger(__name__)
 NAME = "wechat"
@@ -227,7 +230,12 @@ def scene_command(key: str) -> tuple[str, str]:
 
 def is_passive(reply: Reply) -> bool:
     """True when a reply can be part of a passive text answer."""
-    return reply.image is None and reply.invoice is None and reply.to is None
+    return (
+        reply.image is None
+        and reply.invoice is None
+        and reply.document is None
+        and reply.to is None
+    )
 
 
 class WeChatChannel(Channel):
@@ -275,6 +283,7 @@ class WeChatChannel(Channel):
         if pending:
             await asyncio.wait(pending, timeout=5)
         self._requests.close()
+        await self.tokens.close()
 
     def _signed(self, query) -> bool:
         try:
@@ -627,13 +636,30 @@ class WeChatChannel(Channel):
         return ids
 
     async def send(self, user_ref: str, reply: Reply) -> None:
-        """Send one reply as customer-service messages (image, text or msgmenu, WeChat Pay
-        QR code)."""
+        """Send one reply as customer-service messages (image, text or msgmenu, a download
+        link for a document, WeChat Pay QR code)."""
+        if reply.document is not None:
+            reply = await self._with_download_link(user_ref, reply)
         if reply.image is not None:
             await self.send_image(user_ref, reply.image)
         await self._send_group(user_ref, [reply])
         if reply.invoice is not None:
             await self.send_invoice(user_ref, reply.invoice)
+
+    async def _with_download_link(self, user_ref: str, reply: Reply) -> Reply:
+        """The reply with its document replaced by a short-lived link to our web server:
+        customer-service messages cannot carry files (see services.downloads)."""
+        document = reply.document
+        async with self.app.uow() as uow:
+            url = await downloads.publish(
+                uow, self.settings, document.filename, document.data, self.app.clock.now()
+            )
+            await uow.commit()
+        t = await self._translator(user_ref)
+        minutes = int(downloads.TTL.total_seconds() // 60)
+        link = t("download.link", name=document.filename, url=url, minutes=minutes)
+        text = "\n\n".join(filter(None, [reply.text, link]))
+        return dataclasses.replace(reply, text=text, document=None)
 
     # --- WeChat Pay ----------------------------------------------------------------------
 

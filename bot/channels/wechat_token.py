@@ -1,10 +1,12 @@
-"""The WeChat access token: one refresher keeps it in the database, workers only read it.
+"""The WeChat access token: one refresher keeps it in the database (or Redis when `REDIS_URL`
+is set), workers only read it.
 
 WeChat invalidates the old token (after a short overlap) whenever a new one is fetched, so
 several processes that each refresh on their own keep rotating each other's token. Here:
 
 - The token lives in the `kv` table (`wechat:access_token:<appid>`) with its expiry and a
-  generation number. Every process reads it from there.
+  generation number, or under the same key in Redis (`REDIS_URL`; the key expires with the
+  token, the lease is `SET NX` with a time-out). Every process reads it from there.
 - Only the refresher fetches: the process that runs the scheduler (`app.scheduler` is set), or
   a keeper built with `refresher=True`. It calls `cgi-bin/stable_token` (10k calls/min; the
   plain `cgi-bin/token` allows ~2000 a day) and uses `force_refresh` only when WeChat refused
@@ -21,6 +23,7 @@ several processes that each refresh on their own keep rotating each other's toke
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timedelta
 
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 #: A token with less than this left is not handed to a request.
 USABLE_MARGIN = timedelta(seconds=60)
 POLL_SECONDS = 0.05
+#: Seconds a Redis lease lives (a refresher that died holding one blocks no one for long).
+LEASE_TTL = 60
+#: Seconds a worker's refresh request lives in Redis.
+REQUEST_TTL = 3600
 
 
 class TokenUnavailable(ChannelError):
@@ -49,12 +56,92 @@ def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+class DatabaseTokenStore:
+    """Token records in the `kv` table (one transaction per call)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def get(self, key: str) -> dict | None:
+        """The record under `key`."""
+        async with self.app.uow() as uow:
+            return await uow.kv.get(key)
+
+    async def put(self, key: str, value: dict, ttl: int | None = None) -> None:
+        """Store a record (`ttl` is ignored: expiry is in the record)."""
+        async with self.app.uow() as uow:
+            await uow.kv.put(key, value)
+            await uow.commit()
+
+    async def pop(self, *keys: str) -> None:
+        """Delete records."""
+        async with self.app.uow() as uow:
+            for key in keys:
+                await uow.kv.pop(key)
+            await uow.commit()
+
+    async def claim(self, key: str, value: dict, ttl: int) -> bool:
+        """Create `key` unless it exists; True for the one caller that created it."""
+        now = self.app.clock.now()
+        async with self.app.uow() as uow:
+            won = await insert_ignore(uow.session, KeyValue, key=key, value=value, updated_at=now)
+            await uow.commit()
+        return won
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class RedisTokenStore:
+    """Token records in Redis (`redis.asyncio`), JSON values, optional time-to-live."""
+
+    def __init__(self, url: str, client=None) -> None:
+        if client is None:
+            import redis.asyncio as aioredis
+
+            client = aioredis.from_url(url)
+        self.redis = client
+
+    async def get(self, key: str) -> dict | None:
+        """The record under `key`."""
+        raw = await self.redis.get(key)
+        return json.loads(raw) if raw else None
+
+    async def put(self, key: str, value: dict, ttl: int | None = None) -> None:
+        """Store a record, expiring after `ttl` seconds when given."""
+        await self.redis.set(key, json.dumps(value), ex=max(1, ttl) if ttl else None)
+
+    async def pop(self, *keys: str) -> None:
+        """Delete records."""
+        if keys:
+            await self.redis.delete(*keys)
+
+    async def claim(self, key: str, value: dict, ttl: int) -> bool:
+        """`SET NX EX`: True for the one caller that created `key`."""
+        return bool(await self.redis.set(key, json.dumps(value), nx=True, ex=max(1, ttl)))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.redis.aclose()
+
+
+def token_store(app):
+    """Redis when `REDIS_URL` is set, else the database."""
+    url = getattr(app.settings, "redis_url", None)
+    if url is not None and url.get_secret_value():
+        return RedisTokenStore(url.get_secret_value())
+    return DatabaseTokenStore(app)
+
+
 class TokenKeeper:
     """Reads the shared access token; fetches a new one only in the refresher role."""
 
-    def __init__(self, app, http: aiohttp.ClientSession | None = None, refresher=None) -> None:
+    def __init__(
+        self, app, http: aiohttp.ClientSession | None = None, refresher=None, store=None
+    ) -> None:
         self.app = app
         self.settings = app.settings
+        self.store = store if store is not None else token_store(app)
         self.appid = self.settings.wechat_app_id or ""
         self._http = http
         self._refresher = refresher
@@ -84,8 +171,11 @@ class TokenKeeper:
 
     async def stored(self) -> dict | None:
         """The stored token record: token, expires_at, generation."""
-        async with self.app.uow() as uow:
-            return await uow.kv.get(self.key)
+        return await self.store.get(self.key)
+
+    async def close(self) -> None:
+        """Release the store's connections."""
+        await self.store.close()
 
     def usable(self, row: dict | None, stale: str | None = None) -> bool:
         """True when `row` holds a token that is not expiring and not the refused one."""
@@ -114,9 +204,8 @@ class TokenKeeper:
         return await self._wait_for(stale)
 
     async def _ask(self, stale: str | None) -> None:
-        async with self.app.uow() as uow:
-            await uow.kv.put(self.stale_key, {"token": stale or "", "at": _stamp(self._now())})
-            await uow.commit()
+        request = {"token": stale or "", "at": _stamp(self._now())}
+        await self.store.put(self.stale_key, request, ttl=REQUEST_TTL)
         wake = getattr(self.app, "wake", None)
         if wake is not None:
             wake()
@@ -150,14 +239,9 @@ class TokenKeeper:
                 await self._drop_lease(generation)  # the next try may take it again
                 raise
             expires_at = self._now() + timedelta(seconds=expires_in)
-            async with self.app.uow() as uow:
-                await uow.kv.put(
-                    self.key,
-                    {"token": token, "expires_at": _stamp(expires_at), "generation": generation},
-                )
-                await uow.kv.pop(self.stale_key)
-                await uow.kv.pop(self.lease_key(generation - 2))
-                await uow.commit()
+            record = {"token": token, "expires_at": _stamp(expires_at), "generation": generation}
+            await self.store.put(self.key, record, ttl=expires_in)
+            await self.store.pop(self.stale_key, self.lease_key(generation - 2))
             log.info("stored WeChat access token generation %s (%s s)", generation, expires_in)
             return token
 
@@ -166,35 +250,22 @@ class TokenKeeper:
         return _moment(row["expires_at"]) - self._now() <= margin
 
     async def _lease(self, generation: int) -> bool:
-        async with self.app.uow() as uow:
-            won = await insert_ignore(
-                uow.session,
-                KeyValue,
-                key=self.lease_key(generation),
-                value={"at": _stamp(self._now())},
-                updated_at=self._now(),
-            )
-            await uow.commit()
-        return won
+        lease = {"at": _stamp(self._now())}
+        return await self.store.claim(self.lease_key(generation), lease, ttl=LEASE_TTL)
 
     async def _drop_lease(self, generation: int) -> None:
-        async with self.app.uow() as uow:
-            await uow.kv.pop(self.lease_key(generation))
-            await uow.commit()
+        await self.store.pop(self.lease_key(generation))
 
     async def refresh_if_due(self) -> bool:
         """The refresher's periodic step: fetch when the token is missing, expiring, or a
         worker reported it refused. True when a new token was stored."""
-        async with self.app.uow() as uow:
-            row = await uow.kv.get(self.key)
-            asked = await uow.kv.get(self.stale_key)
+        row = await self.store.get(self.key)
+        asked = await self.store.get(self.stale_key)
         stale = (asked or {}).get("token") or None
         refused = bool(stale) and row is not None and row.get("token") == stale
         if row is not None and self.usable(row) and not self._expiring(row) and not refused:
             if asked is not None:  # an old request, already answered
-                async with self.app.uow() as uow:
-                    await uow.kv.pop(self.stale_key)
-                    await uow.commit()
+                await self.store.pop(self.stale_key)
             return False
         before = (row or {}).get("generation", 0)
         await self.refresh(stale=stale if refused else None)
@@ -240,5 +311,10 @@ async def refresh_job() -> bool:
     if not app.settings.wechat_app_id:
         return False
     channel = app.channels.get("wechat") if "wechat" in app.channels else None
-    keeper = channel.tokens if channel is not None else TokenKeeper(app, refresher=True)
-    return await keeper.refresh_if_due()
+    if channel is not None:
+        return await channel.tokens.refresh_if_due()
+    keeper = TokenKeeper(app, refresher=True)
+    try:
+        return await keeper.refresh_if_due()
+    finally:
+        await keeper.close()
