@@ -56,6 +56,9 @@ USAGE = {
     "withdraw": "withdraw.usage",
     "category": "category.usage",
     "cover": "cover.usage",
+    "rate": "rate.usage",
+    "audit": "audit.usage",
+    "payments": "payments.usage",
 }
 
 
@@ -86,6 +89,70 @@ def parse_amount(text: str, lo: int = 1, hi: int = MAX_AMOUNT) -> int | None:
 def parse_chat_id(text: str) -> int | None:
     """A platform user id (Telegram ids exceed 2**31): 1 … BIGINT_MAX."""
     return parse_int(text, 1, BIGINT_MAX)
+
+
+def is_number(text: str) -> bool:
+    """True for 1 to 19 ASCII digits (no sign, no `#`, no `²`)."""
+    return bool(_ASCII_NUMBER.fullmatch(text))
+
+
+def ascii_digits(text: str) -> str:
+    """Only the ASCII digits of `text` (a code typed as `123 456` or `123-456`)."""
+    return "".join(ch for ch in text if "0" <= ch <= "9")
+
+
+def parse_ids(parts: list[str], hi: int = INT_MAX) -> list[int] | None:
+    """Every part as a number in [0, hi], or None when any part is not one."""
+    numbers = [parse_int(part, 0, hi) for part in parts]
+    return None if any(n is None for n in numbers) else numbers
+
+
+def payload_numbers(payload: str) -> list[int] | None:
+    """The numbers after the prefix of a button payload (`rvw:3:1` → [3, 1]); None when a
+    part is not an ASCII number within INT_MAX (a tampered or stale button)."""
+    parts = payload.split(":")[1:]
+    return parse_ids(parts) if parts else None
+
+
+def payload_id(payload: str) -> int | None:
+    """The id of a `prefix:<id>` button payload (1 … INT_MAX), else None."""
+    numbers = payload_numbers(payload)
+    return numbers[0] if numbers and len(numbers) == 1 and numbers[0] >= 1 else None
+
+
+def split_id(text: str) -> tuple[int | None, str]:
+    """(`12` or `#12` as an id, the rest) of `<id> <rest>`; the id is None when not one."""
+    head, _, rest = text.strip().partition(" ")
+    return parse_id(head), rest.strip()
+
+
+def parse_limit(text: str, lo: int, hi: int) -> int | None:
+    """A count such as `/audit 50`, clamped to [lo, hi]; None when not an ASCII number."""
+    value = parse_int(text, 0, INT_MAX)
+    return None if value is None else min(hi, max(lo, value))
+
+
+#: Telegram's largest Stars invoice (python-telegram-bot's InvoiceLimit.MAX_STAR_COUNT).
+MAX_STARS = 25_000
+#: The largest price in yuan an admin may type.
+MAX_YUAN = 1_000_000
+_YUAN = re.compile(r"([0-9]{1,7})(?:\.([0-9]{1,2}))?")
+
+
+def parse_stars(text: str) -> int | None:
+    """A price in Stars: ASCII digits, 1 … MAX_STARS."""
+    return parse_int(text, 1, MAX_STARS)
+
+
+def parse_yuan(text: str, lo: int = 1) -> int | None:
+    """A price in yuan (`199`, `199.9`, `¥199.90`, `199元`) as fen, at least `lo` fen and
+    below MAX_YUAN yuan; None for anything else (`1e3`, `nan`, full-width digits)."""
+    text = text.strip().removeprefix("¥").removesuffix("元").strip()
+    match = _YUAN.fullmatch(text)
+    if not match:
+        return None
+    fen = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+    return fen if lo <= fen < MAX_YUAN * 100 else None
 
 
 def parse_local_datetime(
@@ -161,11 +228,11 @@ def usage_key(command: str) -> str | None:
 def check_numbers(kind: str, command: str, args: str, payload: str) -> str | None:
     """For the dispatcher: the catalog key to answer with when a command's arguments or a
     button's payload carry an unacceptable number (`error.generic` for a command without a
-    usage line and for a tampered button), else None."""
+    usage line, `error.stale_button` for a tampered button), else None."""
     if kind == "command" and command not in FREE_TEXT and bad_number_token(args, first=2):
         return usage_key(command) or "error.generic"
     if kind == "button" and bad_number_token(payload, refs=False):
-        return "error.generic"
+        return "error.stale_button"
     return None
 
 

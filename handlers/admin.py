@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc, expect_text
+from bot.parsing import MAX_STARS, parse_id, payload_id
 from handlers.catalog import course_title
 from services import admin as service
 from services.admin import EditStatus, FieldProblem, RefundStatus
@@ -14,8 +15,7 @@ COVER_LIMIT_KB = service.MAX_COVER_BYTES // 1000
 
 
 def _id(text: str) -> int | None:
-    text = text.strip().lstrip("#")
-    return int(text) if text.isdigit() else None
+    return parse_id(text)
 
 
 def _name(learner, t) -> str:
@@ -87,7 +87,7 @@ async def refund(msg: Incoming, uow, t, settings) -> Reply:
 @router.button("rfq", admin=True)
 async def refund_button(msg: Incoming, uow, t, settings) -> Reply:
     """A refund button of /payments: the same confirmation as /refund."""
-    payment_id = _id(msg.payload.partition(":")[2])
+    payment_id = payload_id(msg.payload)
     if payment_id is None:
         return Reply(t("error.stale_button"))
     return await _ask_refund(payment_id, uow, t, settings)
@@ -134,7 +134,7 @@ def _refund_problem(result, payment_id: int, t, settings) -> Reply | None:
 async def refund_confirmed(msg: Incoming, uow, t, clock, channels, settings) -> Reply:
     """The admin confirmed: refund through the provider, then revoke what the payment bought
     (a second press finds the payment refunded and changes nothing)."""
-    payment_id = _id(msg.payload.partition(":")[2])
+    payment_id = payload_id(msg.payload)
     if payment_id is None:
         return Reply(t("error.stale_button"))
     result = await service.refund(uow, channels, settings, payment_id, clock.now())
@@ -150,7 +150,7 @@ async def refund_confirmed(msg: Incoming, uow, t, clock, channels, settings) -> 
 @router.button("rfn", admin=True)
 async def refund_kept(msg: Incoming, t) -> Reply:
     """The admin changed their mind."""
-    return Reply(t("refund.kept", id=esc(msg.payload.partition(":")[2])))
+    return Reply(t("refund.kept", id=payload_id(msg.payload) or "?"))
 
 
 # ----------------------------------------------------------------------------- courses
@@ -179,15 +179,17 @@ def _field_problem(problem: FieldProblem, t, slugs: str) -> str:
         "addcourse.bad_field",
         n=problem.number,
         field=t(f"field.{problem.field}"),
-        hint=_hint(problem.hint, t, slugs),
+        hint=_hint(problem.hint, t, slugs, problem.limit),
     )
 
 
-def _hint(hint: str, t, slugs: str) -> str:
+def _hint(hint: str, t, slugs: str, limit: int = 0) -> str:
     if hint == "category":
         return t("hint.category", slugs=slugs)
     if hint == "too_long":
-        return t("hint.too_long", limit=service.MAX_TEXT_FIELD)
+        return t("hint.too_long", limit=limit or service.MAX_TEXT_FIELD)
+    if hint == "stars":
+        return t("hint.stars", max=MAX_STARS)
     return t(f"hint.{hint}")
 
 
@@ -208,9 +210,7 @@ async def edit_course(msg: Incoming, uow, t) -> Reply:
         return Reply(usage)
     field = t(f"field.{edited.field}")
     if edited.status is EditStatus.BAD_VALUE:
-        hint = _hint(edited.hint, t, slugs)
-        if edited.hint == "too_long" and edited.field == "bio":
-            hint = t("hint.too_long", limit=service.MAX_BIO)
+        hint = _hint(edited.hint, t, slugs, edited.limit)
         return Reply(t("editcourse.bad_value", value=esc(edited.value), field=field, hint=hint))
     return Reply(t("editcourse.done", id=course_id, field=field, value=esc(edited.value)))
 

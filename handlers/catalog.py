@@ -8,6 +8,7 @@ from babel.dates import format_datetime
 
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.i18n import Translator
+from bot.parsing import parse_id, parse_page, payload_numbers
 from services import catalog as service
 from services.catalog import PRICE_FIELDS, currency_of, price_in
 
@@ -128,12 +129,10 @@ async def categories_button(uow, t) -> Reply:
 @router.button("cat")
 async def category_page(msg: Incoming, uow, t, settings, channels, clock) -> Reply:
     """One page of one category's courses."""
-    parts = msg.payload.split(":")
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    numbers = payload_numbers(msg.payload)
+    if numbers is None or len(numbers) != 2 or parse_page(str(numbers[1])) is None:
         return Reply(t("error.stale_button"))
-    page = await service.category_page(
-        uow, int(parts[1]), int(parts[2]), settings.catalog_page_size
-    )
+    page = await service.category_page(uow, numbers[0], numbers[1], settings.catalog_page_size)
     if page is None:
         return Reply(t("error.stale_button"))
     if not page.courses:
@@ -163,12 +162,11 @@ async def category_page(msg: Incoming, uow, t, settings, channels, clock) -> Rep
 async def open_course_button(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
     """Open a course card from a button: `course:<id>`, or `course:<id>:rec` from a suggestion."""
     parts = msg.payload.split(":")
-    if len(parts) not in (2, 3) or not parts[1].isdigit():
-        return Reply(t("card.not_found"))
-    if len(parts) == 3 and parts[2] != FROM_RECOMMENDATION:
+    course_id = parse_id(parts[1]) if len(parts) in (2, 3) else None
+    if course_id is None or (len(parts) == 3 and parts[2] != FROM_RECOMMENDATION):
         return Reply(t("card.not_found"))
     return await course_card(
-        int(parts[1]), msg, uow, learner, t, clock, channels, recommended=len(parts) == 3
+        course_id, msg, uow, learner, t, clock, channels, recommended=len(parts) == 3
     )
 
 

@@ -4,6 +4,7 @@ on a course card ("Use a coupon", then type it) or through `/start promo_CODE`."
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Route, Router, call_with_deps, esc, expect_text
+from bot.parsing import payload_id
 from handlers.catalog import card_buttons, course_title
 from services import audit
 from services import coupons as service
@@ -100,8 +101,8 @@ async def coupon_card_button(course, learner, owned, uow, t) -> list[Button]:
 @router.button("cpn")
 async def coupon_button(msg: Incoming, uow, learner, t) -> Reply:
     """ "Use a coupon": the next plain text is the code."""
-    arg = msg.payload.partition(":")[2]
-    course = await uow.courses.get(int(arg)) if arg.isdigit() else None
+    course_id = payload_id(msg.payload)
+    course = await uow.courses.get(course_id) if course_id else None
     if course is None or not course.active:
         return Reply(t("card.not_found"))
     await expect_text(uow, learner.id, "coupon", course_id=course.id)

@@ -6,6 +6,7 @@ The chat side only: parse the command or button, call `services.ratings`, render
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc, expect_text
+from bot.parsing import parse_id, payload_id, payload_numbers
 from handlers.catalog import card_buttons, card_section, course_title
 from services import ratings
 from services.ratings import ASPECTS, weighted_score
@@ -21,12 +22,6 @@ def _score_text(score: float) -> str:
     return f"{score:.1f}"
 
 
-def _digits(parts: list[str]) -> list[int] | None:
-    if not all(p.isdigit() for p in parts):
-        return None
-    return [int(p) for p in parts]
-
-
 def _step_buttons(prefix: str) -> list[list[Button]]:
     return [[Button(f"{n} ⭐", f"{prefix}:{n}") for n in range(1, 6)]]
 
@@ -38,9 +33,11 @@ def _clip(text: str, limit: int) -> str:
 @router.command("rate", "评分")
 async def rate(msg: Incoming, uow, learner, t) -> Reply:
     """Start rating a course the learner owns: `/rate` or `/rate <course_id>`."""
-    arg = msg.args.strip().lstrip("#")
-    if arg.isdigit():
-        return await start_rating(int(arg), uow, learner, t)
+    if msg.args.strip():
+        course_id = parse_id(msg.args)
+        if course_id is None:
+            return Reply(t("rate.usage"))
+        return await start_rating(course_id, uow, learner, t)
     owned = await ratings.rateable_courses(uow, learner.id)
     if not owned:
         return Reply(t("rate.none_owned"))
@@ -53,10 +50,10 @@ async def rate(msg: Incoming, uow, learner, t) -> Reply:
 @router.button("rate")
 async def rate_button(msg: Incoming, uow, learner, t) -> Reply:
     """`rate:<course_id>` from a card, a list or a post-session prompt."""
-    arg = msg.payload.partition(":")[2]
-    if not arg.isdigit():
+    course_id = payload_id(msg.payload)
+    if course_id is None:
         return Reply(t("error.stale_button"))
-    return await start_rating(int(arg), uow, learner, t)
+    return await start_rating(course_id, uow, learner, t)
 
 
 async def start_rating(course_id: int, uow, learner, t) -> Reply:
@@ -71,7 +68,7 @@ async def start_rating(course_id: int, uow, learner, t) -> Reply:
 @router.button("rt")
 async def rating_step(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """`rt:<course>:<c>[:<i>[:<x>]]`: the next step, or the saved rating when all three are in."""
-    numbers = _digits(msg.payload.split(":")[1:])
+    numbers = payload_numbers(msg.payload)
     if not numbers or len(numbers) < 2 or len(numbers) > 4:
         return Reply(t("error.stale_button"))
     course_id, parts = numbers[0], numbers[1:]
@@ -129,16 +126,16 @@ async def review_text(msg: Incoming, uow, learner, t, settings, clock, step) -> 
 @router.command("reviews", "评价列表")
 async def reviews(msg: Incoming, uow, t, settings) -> Reply:
     """Page through a course's reviews: `/reviews <course_id>`."""
-    arg = msg.args.strip().lstrip("#")
-    if not arg.isdigit():
+    course_id = parse_id(msg.args)
+    if course_id is None:
         return Reply(t("reviews.usage"))
-    return await reviews_page(int(arg), 0, uow, t, settings)
+    return await reviews_page(course_id, 0, uow, t, settings)
 
 
 @router.button("rvw")
 async def reviews_button(msg: Incoming, uow, t, settings) -> Reply:
     """`rvw:<course_id>:<page>`."""
-    numbers = _digits(msg.payload.split(":")[1:])
+    numbers = payload_numbers(msg.payload)
     if not numbers or len(numbers) != 2:
         return Reply(t("error.stale_button"))
     return await reviews_page(numbers[0], numbers[1], uow, t, settings)

@@ -16,6 +16,7 @@ from bot.core import (
     call_with_deps,
     esc,
 )
+from bot.parsing import payload_id
 from handlers.catalog import course_title
 from services import purchase as service
 from services.catalog import currency_of
@@ -39,12 +40,32 @@ def after_purchase(fn: AfterPurchase) -> AfterPurchase:
     return fn
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` in at most `limit` UTF-16 code units (how Telegram counts), with `…` when cut;
+    never empty (Telegram wants 1 character at least)."""
+    text = " ".join(text.split()) or "·"
+    if _utf16(text) <= limit:
+        return text
+    text = text[: limit - 1]
+    while _utf16(text) > limit - 1:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def _utf16(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
 def invoice_for(order, course, t) -> Invoice:
-    """The invoice of an order, in the order's currency and amount."""
-    title = course_title(course, t)[:MAX_INVOICE_TITLE]
-    description = (t.pick(course.description_zh, course.description_en) or title)[
-        :MAX_INVOICE_DESCRIPTION
-    ]
+    """The invoice of an order, in the order's currency and amount. Stored titles may be longer
+    than Telegram's invoice limits (title 32, description 255): they are clipped here, the one
+    place invoices are built. Plain text: `<b>` in a title shows literally."""
+    full_title = course_title(course, t)
+    title = clip(full_title, MAX_INVOICE_TITLE)
+    description = clip(
+        t.pick(course.description_zh, course.description_en) or full_title,
+        MAX_INVOICE_DESCRIPTION,
+    )
     return Invoice(
         title=title,
         description=description,
@@ -70,13 +91,13 @@ def _order_reply(result: service.OrderResult, t) -> Reply:
 @router.button("buy")
 async def buy(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
     """Open (or reuse) an order for a course and send its invoice."""
-    course_id = msg.payload.partition(":")[2]
-    if not course_id.isdigit():
+    course_id = payload_id(msg.payload)
+    if course_id is None:
         return Reply(t("buy.unavailable"))
     result = await service.open_order(
         uow,
         learner.id,
-        int(course_id),
+        course_id,
         msg.channel,
         currency_of(channels, msg.channel),
         clock.now(),
@@ -87,13 +108,13 @@ async def buy(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
 @router.button("pay")
 async def pay_again(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
     """Send the invoice of one of the learner's own open orders again."""
-    order_id = msg.payload.partition(":")[2]
-    if not order_id.isdigit():
+    order_id = payload_id(msg.payload)
+    if order_id is None:
         return Reply(t("buy.not_your_order"))
     result = await service.reopen_order(
         uow,
         learner.id,
-        int(order_id),
+        order_id,
         msg.channel,
         currency_of(channels, msg.channel),
         clock.now(),

@@ -17,6 +17,7 @@ from bot.core import (
     esc,
     expect_text,
 )
+from bot.parsing import parse_id, parse_int, payload_id, split_id
 from handlers.catalog import card_buttons, course_title
 from services import questions as service
 from services.questions import clip as _clip
@@ -26,7 +27,7 @@ LIST_TEXT_CHARS = 120
 DRAFT_KEY = "askdraft:{learner_id}"
 # A forwarded question starts with "❓ 问题 #12" / "❓ Question #12" ("question.forward");
 # replies are matched on that start only, so a reply to "已回答问题 #12" is plain text.
-FORWARD_ID = re.compile(r"❓ (?:问题|Question) #(\d+)\b")
+FORWARD_ID = re.compile(r"❓ (?:问题|Question) #([0-9]+)\b")
 
 
 def _is_admin(msg: Incoming, settings) -> bool:
@@ -66,8 +67,9 @@ async def ask(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """`/ask <question>` (optionally `/ask #<course_id> <question>`)."""
     text = msg.args.strip()
     head, _, rest = text.partition(" ")
-    if head.startswith("#") and head[1:].isdigit():
-        course = await uow.courses.get(int(head[1:]))
+    course_id = parse_id(head) if head.startswith("#") else None
+    if course_id is not None:
+        course = await uow.courses.get(course_id)
         if course is not None:
             return await submit_question(rest, course.id, uow, learner, t, settings, clock)
     refusal = await service.check_question(uow, learner.id, text, settings, clock.now())
@@ -86,20 +88,21 @@ async def ask(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
 @router.button("askin")
 async def ask_in_course(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """`askin:<course_id>`: send the drafted question about that course (0: none)."""
-    arg = msg.payload.partition(":")[2]
+    course_id = parse_int(msg.payload.partition(":")[2])  # 0: not about a course
     draft = await uow.kv.pop(DRAFT_KEY.format(learner_id=learner.id))
-    if not arg.isdigit():
+    if course_id is None:
         return Reply(t("error.stale_button"))
     if not draft:
         return Reply(t("ask.draft_gone"))
-    return await submit_question(draft["text"], int(arg) or None, uow, learner, t, settings, clock)
+    text = draft["text"]
+    return await submit_question(text, course_id or None, uow, learner, t, settings, clock)
 
 
 @router.button("askc")
 async def ask_from_card(msg: Incoming, uow, learner, t, settings) -> Reply:
     """ "Ask the instructor" on a card: the next plain text is the question."""
-    arg = msg.payload.partition(":")[2]
-    course = await uow.courses.get(int(arg)) if arg.isdigit() else None
+    course_id = payload_id(msg.payload)
+    course = await uow.courses.get(course_id) if course_id else None
     if course is None:
         return Reply(t("card.not_found"))
     await expect_text(uow, learner.id, "ask", course_id=course.id)
@@ -125,8 +128,7 @@ async def ask_card_button(course, learner, owned, uow, t) -> list[Button]:
 
 
 def _question_id(msg: Incoming) -> int | None:
-    arg = msg.payload.partition(":")[2]
-    return int(arg) if arg.isdigit() else None
+    return payload_id(msg.payload)
 
 
 @router.button("qok")
@@ -172,11 +174,10 @@ async def record_answer(
 @router.command("answer", "回答")
 async def answer(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """`/answer <question_id> <text>` by the course's instructor or an admin."""
-    head, _, text = msg.args.strip().partition(" ")
-    head = head.lstrip("#")
-    if not head.isdigit() or not text.strip():
+    question_id, text = split_id(msg.args)
+    if question_id is None or not text:
         return Reply(t("answer.usage"))
-    return await record_answer(int(head), text, msg, uow, learner, t, settings, clock)
+    return await record_answer(question_id, text, msg, uow, learner, t, settings, clock)
 
 
 @router.button("qans")
@@ -207,7 +208,7 @@ async def answer_step(msg: Incoming, uow, learner, t, settings, clock, step) -> 
 def replied_question_id(msg: Incoming) -> int | None:
     """The question id of the forwarded message this text replies to, if any."""
     found = FORWARD_ID.match(msg.reply_to_text or "")
-    return int(found.group(1)) if found else None
+    return parse_id(found.group(1)) if found else None
 
 
 def wrap_router(router: Router) -> None:
@@ -255,18 +256,15 @@ async def questions(msg: Incoming, uow, learner, t, settings) -> Reply:
 @router.command("faq", "常见问题")
 async def faq(msg: Incoming, uow, learner, t, settings) -> Reply:
     """`/faq <question_id>` makes an answered question public; `/faq <id> off` undoes it."""
-    head, _, flag = msg.args.strip().partition(" ")
-    head = head.lstrip("#")
-    if not head.isdigit():
+    question_id, flag = split_id(msg.args)
+    if question_id is None:
         return Reply(t("faq.usage"))
-    on = flag.strip().lower() not in ("off", "取消", "no")
-    outcome = await service.set_faq(uow, int(head), on, learner.id, _is_admin(msg, settings))
-    if outcome == "not_found":
-        return Reply(t("answer.not_found", id=head))
-    if outcome == "refused":
-        return Reply(t("answer.refused", id=int(head)))
-    if outcome == "removed":
-        return Reply(t("faq.removed", id=int(head)))
-    if outcome == "not_answered":
-        return Reply(t("faq.not_answered", id=int(head)))
-    return Reply(t("faq.done", id=int(head)))
+    on = flag.lower() not in ("off", "取消", "no")
+    outcome = await service.set_faq(uow, question_id, on, learner.id, _is_admin(msg, settings))
+    key = {
+        "not_found": "answer.not_found",
+        "refused": "answer.refused",
+        "removed": "faq.removed",
+        "not_answered": "faq.not_answered",
+    }.get(outcome, "faq.done")
+    return Reply(t(key, id=question_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.core import Incoming, Reply, Router, esc
+from bot.parsing import parse_id, parse_limit
 from services import audit as service
 
 router = Router()
@@ -18,17 +19,17 @@ def _target(text: str) -> tuple[str, str]:
 
 
 def _course(text: str) -> int | None | bool:
-    text = text.strip().lstrip("#")
-    if not text:
+    if not text.strip():
         return None
-    return int(text) if text.isdigit() else False
+    course_id = parse_id(text)
+    return course_id if course_id is not None else False
 
 
 @router.command(COMMAND, *ALIASES, admin=True)
 async def instructor(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """Add or remove an instructor (optionally of one course)."""
     parts = msg.args.split()
-    if len(parts) == 2 and parts[0].lstrip("#").isdigit():  # the old form: <course_id> <who>
+    if len(parts) == 2 and parse_id(parts[0]) is not None:  # the old form: <course_id> <who>
         parts = ["add", parts[1], parts[0]]
     if len(parts) not in (2, 3) or parts[0].lower() not in ("add", "remove", "添加", "移除"):
         return Reply(t("instructor.roles_usage"))
@@ -63,7 +64,9 @@ async def instructor(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
 async def audit_log(msg: Incoming, uow, t) -> Reply:
     """`/audit [n]`: the newest admin and instructor actions (default 20, at most 100)."""
     arg = msg.args.strip()
-    limit = min(100, max(1, int(arg))) if arg.isdigit() else service.AUDIT_PAGE
+    limit = parse_limit(arg, 1, 100) if arg else service.AUDIT_PAGE
+    if limit is None:
+        return Reply(t("audit.usage"))
     entries = await service.newest(uow, limit)
     if not entries:
         return Reply(t("audit.empty"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc
 from bot.i18n import has_message
+from bot.parsing import parse_id
 from handlers.catalog import course_card
 from services.audit import actor_of
 
@@ -28,8 +29,9 @@ async def start(msg: Incoming, uow, learner, t, clock, channels) -> Reply:
     """Welcome the learner, or open the course named by a `course_<id>` deep link."""
     learner.announcements_opt_out = False
     payload = msg.args.strip()
-    if payload.startswith("course_") and payload[7:].isdigit():
-        return await course_card(int(payload[7:]), msg, uow, learner, t, clock, channels)
+    course_id = parse_id(payload[7:]) if payload.startswith("course_") else None
+    if course_id is not None:
+        return await course_card(course_id, msg, uow, learner, t, clock, channels)
     name = learner.display_name or ("同学" if t.locale == "zh" else "there")
     return Reply(t("start.welcome", name=esc(name)), home_buttons(t))
 

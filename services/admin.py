@@ -17,6 +17,8 @@ from sqlalchemy import func, or_, select
 
 from bot.core import ChannelError, Reply, esc
 from bot.i18n import translator_for
+from bot.parsing import parse_id, parse_yuan
+from bot.parsing import parse_stars as _parse_stars
 from recommender.signals import Signal
 from services.outbox import Outgoing, enqueue
 from services.purchase import REFUNDABLE
@@ -24,8 +26,11 @@ from storage.models import MAX_BIO, Category, Course, Identity, Learner, Payment
 
 log = logging.getLogger(__name__)
 
+#: Course titles and the instructor's name (their columns hold 128 characters). An invoice
+#: title is clipped to Telegram's 32 at invoice build (`handlers.purchase.invoice_for`).
 MAX_TEXT_FIELD = 128
-MAX_PRICE_YUAN = 1_000_000
+#: A course description (its invoice description is clipped to Telegram's 255 at build).
+MAX_DESCRIPTION = 2000
 
 
 class RefundStatus(StrEnum):
@@ -130,21 +135,38 @@ class FieldProblem:
     number: int = 0
     field: str = ""
     hint: str = ""
+    limit: int = 0  # for hint "too_long": the most characters the field takes
 
 
 def parse_stars(text: str) -> int | None:
-    """A whole number of Stars (0 means not sold for Stars)."""
-    text = text.strip()
-    return int(text) if text.isdigit() and int(text) < MAX_PRICE_YUAN else None
+    """A price in Stars: 1 … MAX_STARS (Telegram refuses an invoice of 0 Stars)."""
+    return _parse_stars(text)
 
 
 def parse_fen(text: str) -> int | None:
-    """A price in yuan (`199`, `199.90`) as fen; None when it is not one."""
-    try:
-        yuan = float(text.strip().replace("¥", "").replace("元", ""))
-    except ValueError:
-        return None
-    return round(yuan * 100) if 0 <= yuan < MAX_PRICE_YUAN else None
+    """A price in yuan (`199`, `199.90`) as fen, at least 1 fen; None when it is not one."""
+    return parse_yuan(text)
+
+
+#: The longest value of each text field, and the column it is stored in.
+TEXT_LIMITS = {
+    "title_zh": MAX_TEXT_FIELD,
+    "title_en": MAX_TEXT_FIELD,
+    "instructor": MAX_TEXT_FIELD,
+    "description": MAX_DESCRIPTION,
+    "bio": MAX_BIO,
+}
+
+
+def text_problem(name: str, value: str) -> tuple[str, int] | None:
+    """(hint, limit) when a text field's value is wrong: empty (all but the description and
+    bio may not be), or longer than its limit; None when it is fine."""
+    if not value and name not in ("description", "bio"):
+        return "empty", 0
+    limit = TEXT_LIMITS.get(name, 0)
+    if limit and len(value) > limit:
+        return "too_long", limit
+    return None
 
 
 def parse_new_course(line: str) -> NewCourse | FieldProblem:
@@ -154,8 +176,8 @@ def parse_new_course(line: str) -> NewCourse | FieldProblem:
     if len(fields) != len(NEW_COURSE_FIELDS):
         return FieldProblem(count=len(fields))
     for number, (name, value) in enumerate(zip(NEW_COURSE_FIELDS, fields, strict=True), 1):
-        if not value and name != "description":
-            return FieldProblem(number=number, field=name, hint="empty")
+        if (problem := text_problem(name, value)) is not None:
+            return FieldProblem(number=number, field=name, hint=problem[0], limit=problem[1])
     stars, fen = parse_stars(fields[3]), parse_fen(fields[4])
     if stars is None:
         return FieldProblem(number=4, field="stars", hint="stars")
@@ -163,11 +185,11 @@ def parse_new_course(line: str) -> NewCourse | FieldProblem:
         return FieldProblem(number=5, field="cny", hint="cny")
     return NewCourse(
         category_slug=fields[0],
-        title_zh=fields[1][:MAX_TEXT_FIELD],
-        title_en=fields[2][:MAX_TEXT_FIELD],
+        title_zh=fields[1],
+        title_en=fields[2],
         price_stars=stars,
         price_fen=fen,
-        instructor_name=fields[5][:MAX_TEXT_FIELD],
+        instructor_name=fields[5],
         description=fields[6],
     )
 
@@ -266,8 +288,9 @@ async def find_learner(uow, who: str):
     """The learner meant by `learner:<id>`, `<channel>:<user>` or a display name; else None."""
     who = who.strip().lstrip("@")
     head, sep, tail = who.partition(":")
-    if sep and head.lower() in ("learner", "l", "学员") and tail.isdigit():
-        return await uow.learners.get(int(tail))
+    if sep and head.lower() in ("learner", "l", "学员"):
+        learner_id = parse_id(tail)
+        return await uow.learners.get(learner_id) if learner_id else None
     if sep and tail:
         stmt = select(Identity.learner_id).where(
             Identity.channel == head, Identity.user_ref == tail
@@ -319,6 +342,7 @@ class Edited:
     field: str = ""
     value: Any = None
     hint: str = ""
+    limit: int = 0  # for hint "too_long"
 
 
 #: /editcourse field names (and their aliases) → the `field.*` text naming them.
@@ -350,16 +374,12 @@ async def edit_course(uow, course_id: int, field_name: str, value: str) -> Edite
         return Edited(EditStatus.NO_FIELD, course, field_name)
     value = value.strip()
     bad = Edited(EditStatus.BAD_VALUE, course, field_key, value)
-    if not value and field_key not in ("bio", "description"):
-        return replace(bad, hint="empty")
+    if (problem := text_problem(field_key, value)) is not None:
+        return replace(bad, hint=problem[0], limit=problem[1])
     if field_key in ("title_zh", "title_en", "instructor"):
-        if len(value) > MAX_TEXT_FIELD:
-            return replace(bad, hint="too_long")
         column = "instructor_name" if field_key == "instructor" else field_key
         setattr(course, column, value)
     elif field_key == "bio":
-        if len(value) > MAX_BIO:
-            return replace(bad, hint="too_long")
         course.instructor_bio = value
     elif field_key == "description":
         for column in ("description_zh", "description_en"):

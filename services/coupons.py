@@ -24,6 +24,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.i18n import CNY, STARS
+from bot.parsing import MAX_AMOUNT, parse_id, parse_int, parse_yuan
 
 PERCENT, FIXED = "percent", "fixed"
 CODE = re.compile(r"^[A-Z0-9_-]{3,32}$")
@@ -44,20 +45,17 @@ class Discount:
 def parse_discount(text: str) -> Discount | None:
     """`20%`, `50stars` / `50⭐`, `10cny` / `10元` / `9.9cny`; None when it is none of them."""
     text = text.strip().lower().replace(" ", "")
-    if text.endswith("%") and text[:-1].isdigit():
-        value = int(text[:-1])
-        return Discount(PERCENT, value) if 1 <= value <= 100 else None
+    if text.endswith("%"):
+        value = parse_int(text[:-1], 1, 100)
+        return Discount(PERCENT, value) if value is not None else None
     for suffix in ("stars", "star", "⭐", "xtr"):
-        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
-            value = int(text[: -len(suffix)])
-            return Discount(FIXED, value, STARS) if value >= 1 else None
+        if text.endswith(suffix):
+            value = parse_int(text[: -len(suffix)], 1, MAX_AMOUNT)
+            return Discount(FIXED, value, STARS) if value is not None else None
     for suffix in ("cny", "rmb", "元", "yuan", "¥"):
         if text.endswith(suffix):
-            try:
-                fen = round(float(text[: -len(suffix)]) * 100)
-            except ValueError:
-                return None
-            return Discount(FIXED, fen, CNY) if 1 <= fen < 10**9 else None
+            fen = parse_yuan(text[: -len(suffix)])
+            return Discount(FIXED, fen, CNY) if fen is not None else None
     return None
 
 
@@ -99,20 +97,22 @@ def parse_create(args: str, zone: ZoneInfo) -> NewCoupon | None:
     for n, part in enumerate(rest):
         if part == "-":
             continue
-        if part.startswith("#") and part[1:].isdigit():
-            course_id = int(part[1:])
-        elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", part):
+        if part.startswith("#"):
+            course_id = parse_id(part)
+            if course_id is None:
+                return None
+        elif re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", part):
             try:
                 day = datetime.strptime(part, "%Y-%m-%d").date()
             except ValueError:
                 return None
             until = datetime.combine(day + timedelta(days=1), time(), zone) - timedelta(seconds=1)
-        elif part.isdigit() and n == 0:
-            max_uses = int(part)
-            if not 1 <= max_uses <= MAX_USES:
+        elif n == 0 and parse_int(part) is not None:
+            max_uses = parse_int(part, 1, MAX_USES)
+            if max_uses is None:
                 return None
-        elif part.isdigit():
-            course_id = int(part)
+        elif parse_id(part) is not None:
+            course_id = parse_id(part)
         else:
             return None
     return NewCoupon(code, discount, max_uses, until, course_id)

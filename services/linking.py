@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from bot.parsing import ascii_digits
+
 CODE_TTL = timedelta(minutes=10)
 CODE_DIGITS = 6
 MAX_TRIES = 5
@@ -43,7 +45,7 @@ def _tries_key(learner_id: int) -> str:
 
 def normalise(code: str) -> str:
     """The code as typed, without spaces or dashes."""
-    return "".join(ch for ch in code if ch.isdigit())
+    return ascii_digits(code)
 
 
 async def issue_code(uow, learner_id: int, now: datetime) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.parsing import parse_id
 from recommender.signals import Signal
 from services import coupons
 from services.catalog import price_in
@@ -35,7 +36,7 @@ def order_payload(order_id: int) -> str:
 def order_id_of(invoice_payload: str) -> int | None:
     """The order id inside an invoice payload `order:<id>`, or None."""
     prefix, _, number = (invoice_payload or "").partition(":")
-    return int(number) if prefix == "order" and number.isdigit() else None
+    return parse_id(number) if prefix == "order" else None
 
 
 class OrderStatus(StrEnum):
