@@ -20,6 +20,7 @@ from bot.i18n import translator_for
 from bot.parsing import parse_id, parse_yuan
 from bot.parsing import parse_stars as _parse_stars
 from recommender.signals import Signal
+from services import audit
 from services.outbox import Outgoing, enqueue
 from services.purchase import REFUNDABLE
 from storage.models import MAX_BIO, Category, Course, Identity, Learner, Payment
@@ -53,7 +54,9 @@ class RefundResult:
     revoked: bool = False
 
 
-async def refund(uow, channels, settings, payment_id: int, now: datetime) -> RefundResult:
+async def refund(
+    uow, channels, settings, payment_id: int, now: datetime, actor=None
+) -> RefundResult:
     """Refund a payment through the channel that took it, then revoke what it bought.
 
     Only the payment that bought an enrolment (status "paid") revokes it and marks its order
@@ -82,6 +85,17 @@ async def refund(uow, channels, settings, payment_id: int, now: datetime) -> Ref
         if order is not None:
             order.status = "refunded"
     await enqueue(uow, await _notice(uow, payment, course, settings), now)
+    await audit.note(
+        uow,
+        actor,
+        "refund",
+        f"payment:{payment.id}",
+        now,
+        amount=payment.amount,
+        currency=payment.currency,
+        course_id=payment.course_id,
+        learner_id=payment.learner_id,
+    )
     log.info("refunded payment #%s", payment.id)
     return RefundResult(RefundStatus.DONE, payment, course, revoked=revoked)
 
@@ -200,12 +214,14 @@ async def category_slugs(uow) -> list[str]:
     return list((await uow.session.execute(stmt)).scalars())
 
 
-async def add_course(uow, new: NewCourse):
-    """Create the course; None when its category does not exist (field 1 is wrong)."""
+async def add_course(uow, new: NewCourse, actor=None, now: datetime | None = None):
+    """Create the course (an instructor's own: they teach it); None when its category does not
+    exist (field 1 is wrong)."""
     category = await uow.courses.category_by_slug(new.category_slug)
     if category is None:
         return None
-    return await uow.courses.add(
+    teacher = actor.learner_id if actor is not None and not actor.is_admin else None
+    course = await uow.courses.add(
         category_id=category.id,
         title_zh=new.title_zh,
         title_en=new.title_en,
@@ -214,7 +230,10 @@ async def add_course(uow, new: NewCourse):
         instructor_name=new.instructor_name,
         description_zh=new.description,
         description_en=new.description,
+        instructor_learner_id=teacher,
     )
+    await audit.note(uow, actor, "course.add", f"course:{course.id}", now, title=new.title_en)
+    return course
 
 
 @dataclass(frozen=True)
@@ -331,6 +350,7 @@ class EditStatus(StrEnum):
     UNCHANGED = "unchanged"  # withdrawing a withdrawn course
     TAKEN = "taken"  # the category slug exists
     BAD_SLUG = "bad_slug"
+    NOT_YOURS = "not_yours"  # an instructor's change to another instructor's course
 
 
 @dataclass(frozen=True)
@@ -363,11 +383,26 @@ EDITABLE = {
 YES, NO = ("yes", "on", "true", "1", "是"), ("no", "off", "false", "0", "否")
 
 
-async def edit_course(uow, course_id: int, field_name: str, value: str) -> Edited:
-    """Change one field of a course, checked like /addcourse checks it."""
+async def edit_course(
+    uow, course_id: int, field_name: str, value: str, actor=None, now: datetime | None = None
+) -> Edited:
+    """Change one field of a course, checked like /addcourse checks it (an instructor: only
+    a course of their own)."""
     course = await uow.courses.get(course_id)
     if course is None:
         return Edited(EditStatus.NO_COURSE)
+    if actor is not None and not actor.may_manage(course.id):
+        return Edited(EditStatus.NOT_YOURS, course)
+    edited = await _edit(uow, course, field_name, value)
+    if edited.status is EditStatus.DONE:
+        shown = str(edited.value)[:40]
+        await audit.note(
+            uow, actor, "course.edit", f"course:{course.id}", now, field=edited.field, value=shown
+        )
+    return edited
+
+
+async def _edit(uow, course, field_name: str, value: str) -> Edited:
     name = field_name.lower()
     field_key = EDITABLE.get(name)
     if field_key is None:
@@ -407,7 +442,7 @@ async def edit_course(uow, course_id: int, field_name: str, value: str) -> Edite
     return Edited(EditStatus.DONE, course, field_key, value)
 
 
-async def withdraw(uow, course_id: int) -> Edited:
+async def withdraw(uow, course_id: int, actor=None, now: datetime | None = None) -> Edited:
     """Take a course off sale: no longer listed, found or sold; its learners keep it."""
     course = await uow.courses.get(course_id)
     if course is None:
@@ -415,6 +450,7 @@ async def withdraw(uow, course_id: int) -> Edited:
     if not course.active:
         return Edited(EditStatus.UNCHANGED, course)
     course.active = False
+    await audit.note(uow, actor, "course.withdraw", f"course:{course.id}", now)
     return Edited(EditStatus.DONE, course, "active", False)
 
 
@@ -422,7 +458,9 @@ async def withdraw(uow, course_id: int) -> Edited:
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
-async def add_category(uow, slug: str, name_zh: str, name_en: str) -> Edited:
+async def add_category(
+    uow, slug: str, name_zh: str, name_en: str, actor=None, now: datetime | None = None
+) -> Edited:
     """A new catalog category, placed after the others."""
     if not SLUG.fullmatch(slug):
         return Edited(EditStatus.BAD_SLUG, value=slug)
@@ -432,6 +470,7 @@ async def add_category(uow, slug: str, name_zh: str, name_en: str) -> Edited:
     await uow.courses.add_category(
         slug=slug, name_zh=name_zh[:64], name_en=name_en[:64], position=(last or 0) + 1
     )
+    await audit.note(uow, actor, "category.add", slug, now)
     return Edited(EditStatus.DONE, value=slug)
 
 
@@ -439,12 +478,19 @@ async def add_category(uow, slug: str, name_zh: str, name_en: str) -> Edited:
 MAX_COVER_BYTES = 2_000_000
 
 
-async def set_cover(uow, course_id: int, image: bytes | None) -> Edited:
+async def set_cover(
+    uow, course_id: int, image: bytes | None, actor=None, now: datetime | None = None
+) -> Edited:
     """Set (or with None remove) a course's cover picture."""
     course = await uow.courses.get(course_id)
     if course is None:
         return Edited(EditStatus.NO_COURSE)
+    if actor is not None and not actor.may_manage(course.id):
+        return Edited(EditStatus.NOT_YOURS, course)
     if image is not None and len(image) > MAX_COVER_BYTES:
         return Edited(EditStatus.BAD_VALUE, course, "cover", len(image), "too_big")
     course.cover_image = image
+    action = "cover.set" if image is not None else "cover.remove"
+    size = len(image) if image is not None else None
+    await audit.note(uow, actor, action, f"course:{course.id}", now, bytes=size)
     return Edited(EditStatus.DONE, course, "cover", image is not None)

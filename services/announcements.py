@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.core import Reply, esc
 from bot.i18n import translator_for
+from services import audit
 from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ async def create_announcement(
     course_id: int | None,
     text: str,
     when: datetime | None = None,
+    actor=None,
 ) -> Announcement:
     """Store an announcement to a course's learners (None: everyone), sent at `when` or now."""
     if len(text) > MAX_TEXT:
@@ -71,6 +73,16 @@ async def create_announcement(
         send_at=when or now,
         status="scheduled",
         created_at=now,
+    )
+    await audit.note(
+        uow,
+        actor,
+        "announce",
+        f"broadcast:{broadcast.id}",
+        now,
+        course_id=course_id,
+        at=when.isoformat() if when is not None else None,
+        text=text[:40],
     )
     if when is not None and when > now:
         return Announcement(broadcast, send_at=when)

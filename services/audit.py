@@ -78,6 +78,15 @@ async def record(
     )
 
 
+async def note(
+    uow, actor: Actor | None, action: str, target: object = "", now=None, **detail: Any
+) -> None:
+    """`record` for a service acting on someone's behalf; nothing when the system acts
+    (no actor: scheduler jobs, the CLI, tests of the service alone)."""
+    if actor is not None:
+        await record(uow, actor, action, str(target), now, **detail)
+
+
 async def newest(uow, limit: int = AUDIT_PAGE) -> list:
     """The newest audit entries."""
     return await uow.audit.newest(limit)
