@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from bot.channels.lazy_aiogram import install as _defer_aiogram_types
+
+_defer_aiogram_types()  # before any adapter imports aiogram: its types build on first use
+
 
 def configured_channels(app) -> list:
     """Every channel the settings enable, not yet started."""
