@@ -6,6 +6,7 @@ from bot.core import Button, Incoming, Reply, Router, esc, expect_text
 from bot.parsing import MAX_STARS, parse_id, payload_id
 from handlers.catalog import course_title
 from services import admin as service
+from services import audit
 from services.admin import EditStatus, FieldProblem, RefundStatus
 
 router = Router()
@@ -16,6 +17,11 @@ COVER_LIMIT_KB = service.MAX_COVER_BYTES // 1000
 
 def _id(text: str) -> int | None:
     return parse_id(text)
+
+
+async def _actor(msg: Incoming, uow, learner, settings):
+    """Who is acting: admin, instructor or learner (services audit and check it)."""
+    return await audit.actor_of(uow, settings, msg.channel, msg.user_ref, learner.id)
 
 
 def _name(learner, t) -> str:
@@ -131,13 +137,14 @@ def _refund_problem(result, payment_id: int, t, settings) -> Reply | None:
 
 
 @router.button("rfy", admin=True)
-async def refund_confirmed(msg: Incoming, uow, t, clock, channels, settings) -> Reply:
+async def refund_confirmed(msg: Incoming, uow, learner, t, clock, channels, settings) -> Reply:
     """The admin confirmed: refund through the provider, then revoke what the payment bought
     (a second press finds the payment refunded and changes nothing)."""
     payment_id = payload_id(msg.payload)
     if payment_id is None:
         return Reply(t("error.stale_button"))
-    result = await service.refund(uow, channels, settings, payment_id, clock.now())
+    actor = await _actor(msg, uow, learner, settings)
+    result = await service.refund(uow, channels, settings, payment_id, clock.now(), actor)
     problem = _refund_problem(result, payment_id, t, settings)
     if problem is not None:
         return problem
@@ -156,16 +163,20 @@ async def refund_kept(msg: Incoming, t) -> Reply:
 # ----------------------------------------------------------------------------- courses
 
 
-@router.command("addcourse", "上架", admin=True)
-async def add_course(msg: Incoming, uow, t) -> Reply:
-    """Add a course from one line of `|`-separated fields; a wrong field is named."""
+@router.command("addcourse", "上架")
+async def add_course(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
+    """Add a course from one line of `|`-separated fields; a wrong field is named. Admins and
+    instructors (whose new course is their own)."""
+    actor = await _actor(msg, uow, learner, settings)
+    if not actor.is_staff:
+        return Reply(t("admin.refused"))
     slugs = await service.category_slugs(uow)
     slug_text = esc(", ".join(slugs) or "-")
     parsed = service.parse_new_course(msg.args)
     usage = t("addcourse.usage", slugs=slug_text)
     if isinstance(parsed, FieldProblem):
         return Reply(_field_problem(parsed, t, slug_text) + "\n\n" + usage)
-    course = await service.add_course(uow, parsed)
+    course = await service.add_course(uow, parsed, actor, clock.now())
     if course is None:
         wrong = FieldProblem(number=1, field="category", hint="category")
         return Reply(_field_problem(wrong, t, slug_text) + "\n\n" + usage)
@@ -193,9 +204,13 @@ def _hint(hint: str, t, slugs: str, limit: int = 0) -> str:
     return t(f"hint.{hint}")
 
 
-@router.command("editcourse", "修改课程", admin=True)
-async def edit_course(msg: Incoming, uow, t) -> Reply:
-    """`/editcourse <id> <field> <value>`: change one field, checked like /addcourse."""
+@router.command("editcourse", "修改课程")
+async def edit_course(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
+    """`/editcourse <id> <field> <value>`: change one field, checked like /addcourse (an
+    instructor: of their own courses)."""
+    actor = await _actor(msg, uow, learner, settings)
+    if not actor.is_staff:
+        return Reply(t("admin.refused"))
     head, _, rest = msg.args.strip().partition(" ")
     field_name, _, value = rest.strip().partition(" ")
     course_id = _id(head)
@@ -203,9 +218,11 @@ async def edit_course(msg: Incoming, uow, t) -> Reply:
     usage = t("editcourse.usage", fields=", ".join(sorted(service.EDITABLE)), slugs=slugs)
     if course_id is None or not field_name:
         return Reply(usage)
-    edited = await service.edit_course(uow, course_id, field_name, value)
+    edited = await service.edit_course(uow, course_id, field_name, value, actor, clock.now())
     if edited.status is EditStatus.NO_COURSE:
         return Reply(t("admin.no_course", id=course_id))
+    if edited.status is EditStatus.NOT_YOURS:
+        return Reply(t("kpi.not_yours", id=course_id))
     if edited.status is EditStatus.NO_FIELD:
         return Reply(usage)
     field = t(f"field.{edited.field}")
@@ -216,12 +233,13 @@ async def edit_course(msg: Incoming, uow, t) -> Reply:
 
 
 @router.command("withdraw", "下架", admin=True)
-async def withdraw(msg: Incoming, uow, t) -> Reply:
+async def withdraw(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """`/withdraw <id>`: no longer listed, found or sold; learners who own it keep it."""
     course_id = _id(msg.args)
     if course_id is None:
         return Reply(t("withdraw.usage"))
-    done = await service.withdraw(uow, course_id)
+    actor = await _actor(msg, uow, learner, settings)
+    done = await service.withdraw(uow, course_id, actor, clock.now())
     if done.status is EditStatus.NO_COURSE:
         return Reply(t("admin.no_course", id=course_id))
     if done.status is EditStatus.UNCHANGED:
@@ -230,13 +248,14 @@ async def withdraw(msg: Incoming, uow, t) -> Reply:
 
 
 @router.command("category", "分类", admin=True)
-async def category(msg: Incoming, uow, t) -> Reply:
+async def category(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """`/category add <slug> <name zh> <name en>` (the English name may have spaces)."""
     parts = msg.args.split(maxsplit=3)
     if len(parts) != 4 or parts[0].lower() not in ("add", "new", "新增"):
         return Reply(t("category.usage"))
     _, slug, name_zh, name_en = parts
-    done = await service.add_category(uow, slug, name_zh, name_en.strip())
+    actor = await _actor(msg, uow, learner, settings)
+    done = await service.add_category(uow, slug, name_zh, name_en.strip(), actor, clock.now())
     if done.status is EditStatus.BAD_SLUG:
         return Reply(t("category.bad_slug", slug=esc(slug)))
     if done.status is EditStatus.TAKEN:
@@ -245,7 +264,7 @@ async def category(msg: Incoming, uow, t) -> Reply:
 
 
 @router.command("cover", "封面", admin=True)
-async def cover(msg: Incoming, uow, learner, t) -> Reply:
+async def cover(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     """A photo captioned `/cover <id>` becomes the course's cover; `/cover <id> off` removes
     it. The photo arrives as `msg.image` (bytes) from channels that receive pictures."""
     head, _, rest = msg.args.strip().partition(" ")
@@ -258,19 +277,23 @@ async def cover(msg: Incoming, uow, learner, t) -> Reply:
             return Reply(t("admin.no_course", id=course_id))
         await expect_text(uow, learner.id, "cover", course_id=course_id)
         return Reply(t("cover.send_now", id=course_id))
-    return await _set_cover(uow, t, course_id, None if off else msg.image)
+    actor = await _actor(msg, uow, learner, settings)
+    return await _set_cover(uow, t, course_id, None if off else msg.image, actor, clock)
 
 
 @router.step("cover")
-async def cover_step(msg: Incoming, uow, t, step) -> Reply:
+async def cover_step(msg: Incoming, uow, learner, t, step, settings, clock) -> Reply:
     """The picture sent after `/cover <id>`."""
     if msg.image is None:
         return Reply(t("cover.usage"))
-    return await _set_cover(uow, t, int(step["course_id"]), msg.image)
+    actor = await _actor(msg, uow, learner, settings)
+    return await _set_cover(uow, t, int(step["course_id"]), msg.image, actor, clock)
 
 
-async def _set_cover(uow, t, course_id: int, image: bytes | None) -> Reply:
-    done = await service.set_cover(uow, course_id, image)
+async def _set_cover(uow, t, course_id: int, image: bytes | None, actor, clock) -> Reply:
+    done = await service.set_cover(uow, course_id, image, actor, clock.now())
+    if done.status is EditStatus.NOT_YOURS:
+        return Reply(t("kpi.not_yours", id=course_id))
     if done.status is EditStatus.NO_COURSE:
         return Reply(t("admin.no_course", id=course_id))
     if done.status is EditStatus.BAD_VALUE:

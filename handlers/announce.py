@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core import Incoming, Reply, Router
 from bot.parsing import parse_id, parse_local_datetime
-from services import announcements
+from services import announcements, audit
 from services.announcements import AnnouncementProblem
 
 router = Router()
@@ -61,9 +61,10 @@ async def announce(msg: Incoming, uow, learner, t, clock, settings, wake) -> Rep
     if when is not None and when <= clock.now():
         return Reply(t("live.past", time=t.when(when, settings.zone)))
     course_id = None if target == "all" else parse_id(target)
+    actor = await audit.actor_of(uow, settings, msg.channel, msg.user_ref, learner.id)
     try:
         done = await announcements.create_announcement(
-            uow, settings, clock.now(), learner.id, course_id, text, when
+            uow, settings, clock.now(), learner.id, course_id, text, when, actor
         )
     except AnnouncementProblem as problem:
         key = "live.no_course" if problem.code == "no_course" else f"announce.{problem.code}"

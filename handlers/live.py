@@ -13,7 +13,7 @@ from bot.parsing import parse_id, parse_local_datetime
 from handlers.catalog import card_section
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
-from services import live
+from services import audit, live
 from services.live import LiveProblem, course_title, session_label
 
 router = Router()
@@ -43,12 +43,22 @@ def _status(session, t) -> str:
     return "" if session.status == "scheduled" else t(f"live.status.{session.status}")
 
 
-# ----------------------------------------------------------------------------- admin commands
+async def _staff(msg: Incoming, uow, learner, settings):
+    """The acting admin or instructor, or None for a learner (services check the course)."""
+    actor = await audit.actor_of(uow, settings, msg.channel, msg.user_ref, learner.id)
+    return actor if actor.is_staff else None
 
 
-@router.command("schedule", "排课", admin=True)
-async def schedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
-    """Schedule a live session; the time is read in TIMEZONE."""
+# ----------------------------------------------------------------------------- staff commands
+
+
+@router.command("schedule", "排课")
+async def schedule(msg: Incoming, uow, learner, t, clock, settings, wake) -> Reply:
+    """Schedule a live session; the time is read in TIMEZONE. Admins for every course,
+    instructors for their own."""
+    actor = await _staff(msg, uow, learner, settings)
+    if actor is None:
+        return Reply(t("admin.refused"))
     parts = msg.args.split(maxsplit=3)
     usage = Reply(t("live.schedule.usage", zone=settings.timezone))
     if len(parts) < 3 or _id(parts[0]) is None:
@@ -59,7 +69,7 @@ async def schedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     title = parts[3] if len(parts) > 3 else ""
     try:
         done = await live.schedule_session(
-            uow, settings, clock.now(), _id(parts[0]), starts_at, parts[2], title
+            uow, settings, clock.now(), _id(parts[0]), starts_at, parts[2], title, actor
         )
     except LiveProblem as problem:
         return _problem(problem, t, settings)
@@ -77,9 +87,12 @@ async def schedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     )
 
 
-@router.command("reschedule", "改期", admin=True)
-async def reschedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
+@router.command("reschedule", "改期")
+async def reschedule(msg: Incoming, uow, learner, t, clock, settings, wake) -> Reply:
     """Move a session: learners are told, old reminders are dropped, new ones planned."""
+    actor = await _staff(msg, uow, learner, settings)
+    if actor is None:
+        return Reply(t("admin.refused"))
     parts = msg.args.split()
     starts_at = (
         parse_local_datetime(parts[1], settings.zone, clock.now()) if len(parts) == 2 else None
@@ -89,7 +102,9 @@ async def reschedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     if _id(parts[0]) is None:
         return Reply(t("live.no_session", id=esc(parts[0].lstrip("#"))))
     try:
-        done = await live.reschedule_session(uow, settings, clock.now(), _id(parts[0]), starts_at)
+        done = await live.reschedule_session(
+            uow, settings, clock.now(), _id(parts[0]), starts_at, actor
+        )
     except LiveProblem as problem:
         return _problem(problem, t, settings)
     wake()
@@ -104,16 +119,19 @@ async def reschedule(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     )
 
 
-@router.command("cancelsession", "取消直播", admin=True)
-async def cancel_session(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
+@router.command("cancelsession", "取消直播")
+async def cancel_session(msg: Incoming, uow, learner, t, clock, settings, wake) -> Reply:
     """Cancel a session: learners are told and its reminders never fire."""
+    actor = await _staff(msg, uow, learner, settings)
+    if actor is None:
+        return Reply(t("admin.refused"))
     if not msg.args.strip():
         return Reply(t("live.cancel.usage"))
     session_id = _id(msg.args)
     if session_id is None:
         return Reply(t("live.no_session", id=esc(msg.args.strip().lstrip("#"))))
     try:
-        done = await live.cancel_session(uow, settings, clock.now(), session_id)
+        done = await live.cancel_session(uow, settings, clock.now(), session_id, actor)
     except LiveProblem as problem:
         return _problem(problem, t, settings)
     wake()
@@ -122,9 +140,12 @@ async def cancel_session(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     )
 
 
-@router.command("replay", "回放", admin=True)
-async def replay(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
+@router.command("replay", "回放")
+async def replay(msg: Incoming, uow, learner, t, clock, settings, wake) -> Reply:
     """Set a session's replay link; enrolled learners get it once the session is over."""
+    actor = await _staff(msg, uow, learner, settings)
+    if actor is None:
+        return Reply(t("admin.refused"))
     parts = msg.args.split()
     if len(parts) != 2:
         return Reply(t("live.replay.usage"))
@@ -132,7 +153,7 @@ async def replay(msg: Incoming, uow, t, clock, settings, wake) -> Reply:
     if session_id is None:
         return Reply(t("live.no_session", id=esc(parts[0].lstrip("#"))))
     try:
-        done = await live.set_replay(uow, clock.now(), session_id, parts[1])
+        done = await live.set_replay(uow, clock.now(), session_id, parts[1], actor)
     except LiveProblem as problem:
         return _problem(problem, t, settings)
     wake()

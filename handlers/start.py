@@ -13,7 +13,10 @@ router = Router()
 HELP_ORDER: list[tuple[str, bool]] = []
 #: Commands open to instructors (and admins) that check the role themselves: /help lists them
 #: under "For instructors", never to a plain learner.
-STAFF_COMMANDS = frozenset({"answer", "questions", "faq", "stats", "coupon", "export"})
+STAFF_COMMANDS = frozenset(
+    {"answer", "questions", "faq", "stats", "coupon", "export", "addcourse", "editcourse"}
+    | {"schedule", "reschedule", "cancelsession", "replay"}
+)
 
 
 def home_buttons(t) -> list[list[Button]]:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot.core import Button, Reply, esc
 from bot.i18n import translator_for
 from bot.parsing import parse_int
-from services import attendance
+from services import attendance, audit
 from services.outbox import Outgoing, enqueue
 
 log = logging.getLogger(__name__)
@@ -214,13 +214,27 @@ class Planned:
     learners: int
 
 
+def _check_owner(actor, course_id: int) -> None:
+    """LiveProblem when an instructor acts on another instructor's course (admins may all)."""
+    if actor is not None and not actor.may_manage(course_id):
+        raise LiveProblem("not_yours", id=course_id)
+
+
 async def schedule_session(
-    uow, settings, now: datetime, course_id: int, starts_at: datetime, url: str, title: str = ""
+    uow,
+    settings,
+    now: datetime,
+    course_id: int,
+    starts_at: datetime,
+    url: str,
+    title: str = "",
+    actor=None,
 ) -> Planned:
     """Create a session of a course and plan its notices for every enrolled learner."""
     course = await uow.courses.get(course_id)
     if course is None:
         raise LiveProblem("no_course", id=course_id)
+    _check_owner(actor, course.id)
     if not is_url(url):
         raise LiveProblem("bad_url")
     if len(title) > MAX_TITLE:
@@ -237,40 +251,54 @@ async def schedule_session(
         created_at=now,
     )
     learners = await plan_notices(uow, session, settings, now)
+    await audit.note(
+        uow,
+        actor,
+        "session.schedule",
+        f"session:{session.id}",
+        now,
+        course_id=course.id,
+        starts_at=starts_at.isoformat(),
+    )
     log.info("scheduled session #%s of course #%s at %s", session.id, course.id, starts_at)
     return Planned(session, course, learners)
 
 
-async def scheduled_session(uow, session_id: int):
-    """A session that may still be changed; LiveProblem when there is none or it is over."""
+async def scheduled_session(uow, session_id: int, actor=None):
+    """A session that may still be changed; LiveProblem when there is none or it is over
+    (or, for an instructor, of another instructor's course)."""
     session = await uow.sessions.get(session_id)
     if session is None:
         raise LiveProblem("no_session", id=session_id)
+    _check_owner(actor, session.course_id)
     if session.status != "scheduled":
         raise LiveProblem("not_scheduled", id=session.id)
     return session
 
 
 async def reschedule_session(
-    uow, settings, now: datetime, session_id: int, starts_at: datetime
+    uow, settings, now: datetime, session_id: int, starts_at: datetime, actor=None
 ) -> Planned:
     """Move a session: its unsent notices are planned afresh and enrolled learners are told."""
-    session = await scheduled_session(uow, session_id)
+    session = await scheduled_session(uow, session_id, actor)
     if starts_at <= now:
         raise LiveProblem("past", time=starts_at)
     session.starts_at = starts_at
     await uow.reminders.drop_unsent(session.id, [k for k, _ in notice_plan(session, settings)])
     await plan_notices(uow, session, settings, now)
     told = await tell_enrolled(uow, session, MOVED, settings, now)
+    target = f"session:{session.id}"
+    await audit.note(uow, actor, "session.move", target, now, starts_at=starts_at.isoformat())
     return Planned(session, await uow.courses.get(session.course_id), told)
 
 
-async def cancel_session(uow, settings, now: datetime, session_id: int) -> Planned:
+async def cancel_session(uow, settings, now: datetime, session_id: int, actor=None) -> Planned:
     """Cancel a session: its notices never fire and enrolled learners are told."""
-    session = await scheduled_session(uow, session_id)
+    session = await scheduled_session(uow, session_id, actor)
     session.status = CANCELLED
     await uow.reminders.cancel(session.id)
     told = await tell_enrolled(uow, session, CANCELLED, settings, now)
+    await audit.note(uow, actor, "session.cancel", f"session:{session.id}", now, told=told)
     return Planned(session, await uow.courses.get(session.course_id), told)
 
 
@@ -283,11 +311,12 @@ class ReplaySet:
     learners: int
 
 
-async def set_replay(uow, now: datetime, session_id: int, url: str) -> ReplaySet:
+async def set_replay(uow, now: datetime, session_id: int, url: str, actor=None) -> ReplaySet:
     """Set a session's replay link; enrolled learners get it once the session is over."""
     session = await uow.sessions.get(session_id)
     if session is None:
         raise LiveProblem("no_session", id=session_id)
+    _check_owner(actor, session.course_id)
     if not is_url(url):
         raise LiveProblem("bad_url")
     session.replay_url = url
@@ -295,6 +324,7 @@ async def set_replay(uow, now: datetime, session_id: int, url: str) -> ReplaySet
     await uow.reminders.drop_unsent(session.id, [REPLAY])
     learners = await uow.audience.enrolled(session.course_id)
     await uow.reminders.plan(session.id, learners, [(REPLAY, due)])
+    await audit.note(uow, actor, "session.replay", f"session:{session.id}", now, url=url[:60])
     return ReplaySet(session, due, len(learners))
 
 

@@ -92,9 +92,12 @@ async def test_a_card_shows_both_prices_the_instructors_bio_and_the_cover(app):
     admin = Chat(app, "me", name="Admin")
     said = await admin.send("/editcourse 1 bio Taught Python for ten years")
     assert "Course #1" in said.text
+    admin_id = await admin.learner_id()
     async with app.uow() as uow:
-        msg = SimpleNamespace(args="1", image=PNG)
-        assert "new cover" in (await cover(msg, uow, learner=None, t=_t())).text
+        msg = SimpleNamespace(args="1", image=PNG, channel="console", user_ref="me")
+        learner = await uow.learners.get(admin_id)
+        said = await cover(msg, uow, learner, _t(), app.settings, app.clock)
+        assert "new cover" in said.text
         await uow.commit()
     card = await Chat(app, "u3").press("course:1")
     assert "Price: 150 ⭐ (or CN¥199.00)" in card.text
