@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
 from collections.abc import Iterable
@@ -44,14 +43,17 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     SECRET_HEADER,
     WEBHOOK_PATH,
     Part,
+    answer_pre_checkout,
     callback_to_incoming,
     clean_text,
     clean_update,
     command_descriptions,
     deliver,
     message_to_incoming,
+    parse_update,
     picture_to_fetch,
     pre_checkout_to_incoming,
+    read_webhook,
     reply_parts,
     safe_html,
     split_text,
@@ -59,7 +61,6 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
 from bot.core import (
     ChannelError,
     Incoming,
-    PreCheckoutAnswer,
     RateLimited,
     RejectedMessage,
     Reply,
@@ -162,20 +163,10 @@ class AiogramChannel(Channel):
         await self._deliver(msg, await self.app.dispatcher.dispatch(msg, durable=True))
 
     async def _on_pre_checkout(self, query: PreCheckoutQuery, event_update: Update) -> None:
-        msg = pre_checkout_to_incoming(event_update, query)
-        try:
-            outputs = await self.app.dispatcher.dispatch(msg)
-        except Exception:  # the database is down, say: decline now rather than time out
-            log.exception("pre-checkout %s failed", msg.update_key)
-            outputs = [PreCheckoutAnswer(False, "Please try again in a moment.")]
-        answer = next((o for o in outputs if isinstance(o, PreCheckoutAnswer)), None)
-        if answer is None:
-            answer = PreCheckoutAnswer(False, "Please try again in a moment.")
+        answer = await answer_pre_checkout(self.app, pre_checkout_to_incoming(event_update, query))
         await self._safely(
             self.bot.answer_pre_checkout_query(
-                query.id,
-                ok=answer.ok,
-                error_message=None if answer.ok else clean_text(answer.error)[:255],
+                query.id, ok=answer.ok, error_message=None if answer.ok else answer.error
             )
         )
 
@@ -271,19 +262,9 @@ class AiogramChannel(Channel):
     async def _webhook(self, request: web.Request) -> web.Response:
         """One update per POST: 403 without the right secret, 400 for a body that is not a JSON
         object; 200 only after the update committed (Telegram re-sends on anything else)."""
-        secret = self._webhook_secret() or ""
-        given = request.headers.get(SECRET_HEADER, "")
-        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-            log.warning("webhook: refused a request without the right secret")
-            return web.Response(status=403)
-        try:
-            raw = json.loads(await request.read())
-        except ValueError:  # includes UnicodeDecodeError
-            log.warning("webhook: body is not JSON; answered 400")
-            return web.Response(status=400)
-        if not isinstance(raw, dict):
-            log.warning("webhook: body is not a JSON object; answered 400")
-            return web.Response(status=400)
+        raw = await read_webhook(request, self._webhook_secret())
+        if isinstance(raw, int):
+            return web.Response(status=raw)
         update = self.parse_update(raw)
         if update is not None:
             await self._feed(update)
@@ -292,13 +273,11 @@ class AiogramChannel(Channel):
     def parse_update(self, raw: object) -> Update | None:
         """A raw update as aiogram's Update (strings cleaned), or None when it cannot be
         parsed: logged once, counted in `skipped_updates`."""
-        try:
-            return Update.model_validate(clean_update(raw), context={"bot": self.bot})
-        except Exception as error:  # pydantic's ValidationError and anything odd
-            uid = raw.get("update_id") if isinstance(raw, dict) else None
+        context = {"bot": self.bot}
+        update = parse_update(raw, lambda data: Update.model_validate(data, context=context))
+        if update is None:
             self.skipped_updates += 1
-            log.warning("skipped unparsable update %s: %s", uid, str(error).splitlines()[0][:200])
-            return None
+        return update
 
     async def _feed(self, update: Update) -> None:
         """Handle one update; a failure is logged and counted (the dispatcher already sent the

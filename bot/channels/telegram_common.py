@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import html
+import json
 import logging
 import re
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
 
 from bot.core import (
     ChannelError,
     Incoming,
     PaymentInfo,
+    PreCheckoutAnswer,
     RateLimited,
     Recipient,
     RejectedMessage,
@@ -29,6 +32,7 @@ from bot.core import (
 from bot.i18n import Translator, has_message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 NAME = "telegram"
 PROVIDER = "telegram_stars"
 MAX_TEXT = 4096
@@ -213,6 +217,100 @@ def clean_update(raw: Any) -> Any:
     if isinstance(raw, list):
         return [clean_update(v) for v in raw]
     return raw
+
+
+def update_id_of(raw: Any) -> int | None:
+    """The `update_id` of a raw update, or None when it has none (or not an integer)."""
+    number = raw.get("update_id") if isinstance(raw, dict) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+
+#: The Bot API's required fields (and their JSON types) of the updates we take. PTB's de_json
+#: accepts an update without them and fails later, inside a handler; aiogram's models refuse it.
+_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "message": {"message_id": int, "date": int, "chat": dict},
+    "callback_query": {"id": str, "from": dict, "chat_instance": str},
+    "pre_checkout_query": {
+        "id": str,
+        "from": dict,
+        "currency": str,
+        "total_amount": int,
+        "invoice_payload": str,
+    },
+}
+
+
+def check_update_shape(raw: Any) -> None:
+    """ValueError naming the first required field of a raw update that is missing or of the
+    wrong type (a JSON object, an integer update_id, and for a message, a button press or a
+    pre-checkout query the fields the Bot API always sends)."""
+    if not isinstance(raw, dict) or update_id_of(raw) is None:
+        raise ValueError("not an update object with an integer update_id")
+    for kind, fields in _REQUIRED.items():
+        body = raw.get(kind)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ValueError(f"{kind} is not an object")
+        for name, types in fields.items():
+            value = body.get(name)
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise ValueError(f"{kind}.{name} is missing or not a {types.__name__}")
+        for name in ("chat", "from"):
+            inner = body.get(name)
+            if inner is not None and not isinstance((inner or {}).get("id"), int):
+                raise ValueError(f"{kind}.{name}.id is missing or not an integer")
+
+
+def parse_update(raw: Any, parse: Callable[[Any], T]) -> T | None:
+    """A raw update, its strings cleaned (`clean_update`), as the runtime's Update (`parse`),
+    or None when the runtime cannot parse it (no chat, no date, a string date, …): logged
+    once here; the caller counts it, confirms its offset and goes on."""
+    try:
+        return parse(clean_update(raw))
+    except Exception as error:  # pydantic's ValidationError, PTB's KeyError/TypeError, …
+        first = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        log.warning("skipped unparsable update %s: %s", update_id_of(raw), first)
+        return None
+
+
+def webhook_secret(settings) -> str | None:
+    """TELEGRAM_WEBHOOK_SECRET, or None."""
+    secret = settings.telegram_webhook_secret
+    return secret.get_secret_value() if secret else None
+
+
+async def read_webhook(request, secret: str | None) -> dict | int:
+    """The JSON object a webhook POST carries, or the HTTP status to answer instead: 403
+    without the right secret (always, when none is configured), 400 for a body that is not
+    a JSON object. One log line each."""
+    given = request.headers.get(SECRET_HEADER, "")
+    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+        log.warning("webhook: refused a request without the right secret")
+        return 403
+    try:
+        raw = json.loads(await request.read())
+    except ValueError:  # includes UnicodeDecodeError
+        log.warning("webhook: body is not JSON; answered 400")
+        return 400
+    if not isinstance(raw, dict):
+        log.warning("webhook: body is not a JSON object; answered 400")
+        return 400
+    return raw
+
+
+async def answer_pre_checkout(app, msg: Incoming) -> PreCheckoutAnswer:
+    """The answer to a pre-checkout query: the handler's, or a decline with a reason when the
+    dispatch failed (the database is down, say): better now than after Telegram's deadline."""
+    try:
+        outputs = await app.dispatcher.dispatch(msg)
+    except Exception:
+        log.exception("pre-checkout %s failed", msg.update_key)
+        outputs = []
+    answer = next((o for o in outputs if isinstance(o, PreCheckoutAnswer)), None)
+    if answer is None:
+        return PreCheckoutAnswer(False, "Please try again in a moment.")
+    return PreCheckoutAnswer(answer.ok, clean_text(answer.error or "")[:255])
 
 
 _TAGS = "b|strong|i|em|u|ins|s|strike|del|code|pre|a|tg-spoiler|span|blockquote|tg-emoji"

@@ -9,8 +9,13 @@ in zh and en, the same error mapping for the sender. What differs is how updates
   `_poll` calls `bot.get_updates(offset=…)` itself and the offset only ever moves past updates
   whose `Application.process_update` returned — i.e. whose unit of work committed and whose
   replies were sent. An update in flight when the process dies is fetched again by the next
-  process; the inbox drops the ones that had committed. In webhook mode `/telegram` on our one
-  web server answers 200 only after processing (500 if processing failed: Telegram retries).
+  process; for one that had committed, the dispatch (durable, as on aiogram) returns the
+  stored replies not yet sent, so a crash between commit and send loses no reply. In webhook
+  mode `/telegram` on our one web server answers 200 only after processing (500 if processing
+  failed: Telegram retries); 403 without the secret, 400 for a body that is not JSON.
+* **Robust intake, as on aiogram** (`telegram_common`): strings are cleaned of lone
+  surrogates before PTB parses an update; an update that cannot be parsed is logged once,
+  skipped (its offset confirmed) and counted in `skipped_updates`.
 * **Pre-checkout never waits.** A `pre_checkout_query` is dispatched at once in its own task;
   other updates run in per-chat lanes (in order within a chat; on PostgreSQL a few chats at a
   time, on SQLite one, as its single writer would only make them queue). While updates are in
@@ -26,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import logging
 import warnings
 from datetime import timedelta
@@ -61,20 +65,25 @@ from bot.channels.telegram_common import (
     MAX_BUTTON_LABEL,
     NAME,
     PROVIDER,
-    SECRET_HEADER,
     WEBHOOK_PATH,
     Part,
+    answer_pre_checkout,
     callback_to_incoming,
+    check_update_shape,
+    clean_text,
     command_descriptions,
     deliver,
     message_to_incoming,
+    parse_update,
     picture_to_fetch,
     pre_checkout_to_incoming,
+    read_webhook,
     reply_parts,
+    update_id_of,
+    webhook_secret,
 )
 from bot.core import (
     ChannelError,
-    PreCheckoutAnswer,
     RateLimited,
     RejectedMessage,
     Reply,
@@ -108,7 +117,9 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(b.label[:MAX_BUTTON_LABEL], callback_data=b.payload)
+                InlineKeyboardButton(
+                    clean_text(b.label)[:MAX_BUTTON_LABEL] or "·", callback_data=b.payload
+                )
                 for b in row
             ]
             for row in reply.buttons
@@ -235,6 +246,10 @@ class PtbChannel(Channel):
         self._polling: asyncio.Task | None = None
         self._stopping = False
         self._initialized = False
+        #: Updates skipped because they could not be parsed, and updates whose handling raised
+        #: on every attempt (as on aiogram).
+        self.skipped_updates = 0
+        self.failed_updates = 0
 
     # ------------------------------------------------------------------ PTB callbacks
 
@@ -245,7 +260,7 @@ class PtbChannel(Channel):
         msg = message_to_incoming(update, message)
         if file_id := picture_to_fetch(message):
             msg = dataclasses.replace(msg, image=await self._download(file_id))
-        await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg))
+        await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg, durable=True))
 
     async def _download(self, file_id: str) -> bytes | None:
         """The bytes of a file the user sent (None when Telegram would not give it)."""
@@ -261,15 +276,11 @@ class PtbChannel(Channel):
         with contextlib.suppress(BadRequest, NetworkError):
             await query.answer()
         msg = callback_to_incoming(update, query)
-        await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg))
+        await deliver(self.app, self, msg, await self.app.dispatcher.dispatch(msg, durable=True))
 
     async def _on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.pre_checkout_query
-        msg = pre_checkout_to_incoming(update, query)
-        outputs = await self.app.dispatcher.dispatch(msg)
-        answer = next((o for o in outputs if isinstance(o, PreCheckoutAnswer)), None)
-        if answer is None:  # a redelivered query: it was answered the first time
-            return
+        answer = await answer_pre_checkout(self.app, pre_checkout_to_incoming(update, query))
         try:
             await self.bot.answer_pre_checkout_query(
                 query.id, ok=answer.ok, error_message=None if answer.ok else answer.error
@@ -296,7 +307,11 @@ class PtbChannel(Channel):
     async def send(self, user_ref: str, reply: Reply) -> None:
         """Send one reply; Telegram errors become the core's ChannelError kinds."""
         try:
-            await self._send(int(user_ref), reply)
+            chat_id = int(user_ref)
+        except ValueError as error:
+            raise RejectedMessage(f"not a Telegram chat id: {user_ref[:32]!r}") from error
+        try:
+            await self._send(chat_id, reply)
         except RetryAfter as error:
             raise RateLimited(retry_seconds(error), str(error)) from error
         except Forbidden as error:
@@ -314,8 +329,8 @@ class PtbChannel(Channel):
             invoice = reply.invoice
             await self.bot.send_invoice(
                 chat_id,
-                title=invoice.title,
-                description=invoice.description,
+                title=clean_text(invoice.title)[:32],
+                description=clean_text(invoice.description)[:255],
                 payload=invoice.payload,
                 currency=invoice.currency,
                 prices=[LabeledPrice(invoice.label, invoice.amount)],
@@ -351,25 +366,39 @@ class PtbChannel(Channel):
     # ------------------------------------------------------------------ webhook
 
     def _webhook_secret(self) -> str | None:
-        secret = self.app.settings.telegram_webhook_secret
-        return secret.get_secret_value() if secret else None
+        return webhook_secret(self.app.settings)
 
     def add_routes(self, web_app: web.Application) -> None:
         """In webhook mode, serve `/telegram` on the one web application."""
-        if self.app.settings.telegram_webhook_url:
-            web_app.router.add_post(WEBHOOK_PATH, self._on_webhook)
+        if not self.app.settings.telegram_webhook_url:
+            return
+        if not self._webhook_secret():  # Settings refuse this too; never serve an open door
+            raise RuntimeError("webhook mode needs TELEGRAM_WEBHOOK_SECRET")
+        web_app.router.add_post(WEBHOOK_PATH, self._on_webhook)
 
     async def _on_webhook(self, request: web.Request) -> web.Response:
-        secret = self._webhook_secret()
-        given = request.headers.get(SECRET_HEADER, "")
-        if secret and not hmac.compare_digest(given.encode(), secret.encode()):
-            return web.Response(status=401, text="wrong secret token")
-        try:
-            update = Update.de_json(await request.json(), self.bot)
-        except Exception:  # not JSON, or not an Update
-            return web.Response(status=400, text="not an update")
-        # Telegram gets its 200 only after the update committed; a failure makes it retry.
+        """One update per POST: 403 without the right secret, 400 for a body that is not a JSON
+        object, 200 for an update we cannot parse (skipped, counted), and otherwise 200 only
+        after the update committed (500 makes Telegram send it again)."""
+        raw = await read_webhook(request, self._webhook_secret())
+        if isinstance(raw, int):
+            return web.Response(status=raw)
+        update = self.parse(raw)
+        if update is None:
+            return web.json_response({})
         return web.Response(status=200 if await self.process(update) else 500)
+
+    def _de_json(self, data: dict) -> Update:
+        check_update_shape(data)  # PTB's de_json lets a message without chat or date through
+        return Update.de_json(data, self.bot)
+
+    def parse(self, raw: object) -> Update | None:
+        """A raw update as PTB's Update (strings cleaned: no lone surrogates reach a handler or
+        a send), or None when it cannot be parsed: logged once, counted in `skipped_updates`."""
+        update = parse_update(raw, self._de_json)
+        if update is None:
+            self.skipped_updates += 1
+        return update
 
     # ------------------------------------------------------------------ polling
 
@@ -381,10 +410,11 @@ class PtbChannel(Channel):
         await self.set_commands()
         settings = self.app.settings
         if settings.telegram_webhook_url:
+            secret = self._webhook_secret()
+            if not secret:
+                raise RuntimeError("webhook mode needs TELEGRAM_WEBHOOK_SECRET")
             await self.bot.set_webhook(
-                settings.telegram_webhook_url,
-                secret_token=self._webhook_secret(),
-                allowed_updates=ALLOWED_UPDATES,
+                settings.telegram_webhook_url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
             )
             return
         await self.bot.delete_webhook(drop_pending_updates=False)
@@ -407,11 +437,8 @@ class PtbChannel(Channel):
                 continue
             delay = 0.0
             self.tracker.confirmed(offset)
-            # Only new updates are parsed: the ones in flight come back on every poll.
-            fresh = [
-                Update.de_json(u, self.bot) for u in raw if self.tracker.is_new(u["update_id"])
-            ]
             # Payments first: a pre-checkout answer has a 10 s deadline.
+            fresh = self._fresh(raw)
             fresh.sort(key=lambda u: u.pre_checkout_query is None)
             for update in fresh:
                 self._schedule(update)
@@ -424,6 +451,26 @@ class PtbChannel(Channel):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.busy_tick):
                         await self._progress.wait()
+
+    def _fresh(self, raw: list) -> list[Update]:
+        """The new updates of a getUpdates answer, parsed one by one (the ones in flight come
+        back on every poll and are not parsed again). An unparsable update is skipped and
+        counted, and marked done so the offset moves past it: one bad update never stalls
+        polling."""
+        fresh = []
+        for item in raw if isinstance(raw, list) else []:
+            number = update_id_of(item)
+            if number is None or not self.tracker.is_new(number):
+                if number is None:
+                    self.parse(item)  # logs and counts it; nothing to confirm
+                continue
+            update = self.parse(item)
+            if update is None:
+                self.tracker.started(number)
+                self.tracker.done(number)
+                continue
+            fresh.append(update)
+        return fresh
 
     async def _get_updates(self, offset: int | None, timeout: float) -> list[dict]:
         """getUpdates as raw JSON, on PTB's own getUpdates connection pool."""
@@ -473,6 +520,7 @@ class PtbChannel(Channel):
                 return
             if attempt < ATTEMPTS:
                 await asyncio.sleep(RETRY_DELAY * attempt)
+        self.failed_updates += 1
         log.error("giving up on update %s after %s attempts", update.update_id, ATTEMPTS)
 
     async def abort(self) -> None:

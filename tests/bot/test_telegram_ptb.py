@@ -125,11 +125,11 @@ async def test_failed_processing_is_retried_and_confirmed_after(ptb_app, tg):
     real = app.dispatcher.dispatch
     calls = []
 
-    async def flaky(msg):
+    async def flaky(msg, **kw):
         calls.append(msg.update_key)
         if len(calls) == 1:
             raise ConnectionError("database went away")
-        return await real(msg)
+        return await real(msg, **kw)
 
     app.dispatcher.dispatch = flaky
     user = tg.user(2002, language_code="en")
@@ -154,10 +154,10 @@ async def test_pre_checkout_does_not_wait_for_a_slow_handler(sqlite_url, clock, 
         await buyer.wait_for_message(lambda m: "invoice" in m)
         real, release = app.dispatcher.dispatch, asyncio.Event()
 
-        async def slow_for_one(msg):
+        async def slow_for_one(msg, **kw):
             if msg.user_ref == "2004":
                 await release.wait()
-            return await real(msg)
+            return await real(msg, **kw)
 
         app.dispatcher.dispatch = slow_for_one
         slow = tg.user(2004, language_code="en")
@@ -311,11 +311,11 @@ async def test_webhook_answers_200_only_after_commit(ptb_webhook, tg):
     app, _ = ptb_webhook
     real, calls = app.dispatcher.dispatch, []
 
-    async def fail_first(msg):
+    async def fail_first(msg, **kw):
         calls.append(msg.update_key)
         if len(calls) == 1:
             raise ConnectionError("database went away")
-        return await real(msg)
+        return await real(msg, **kw)
 
     app.dispatcher.dispatch = fail_first
     user = tg.user(2011, language_code="en")
