@@ -29,9 +29,11 @@ def training_schedule(settings: Settings) -> str:
 
 
 async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Clock):
-    """The recommender with the saved model, or popularity from stored interactions."""
+    """The recommender with the saved model, or popularity counted by the database."""
+    from recommender.model import POSITIVE_THRESHOLD
     from recommender.service import Recommender
-    from services.recommendations import training_data
+    from recommender.signals import positive_rule
+    from storage.popularity import positive_learners_per_course
 
     recommender = Recommender(
         settings.recommender_model_path,
@@ -39,10 +41,11 @@ async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Cl
         reload_seconds=settings.recommender_reload_seconds,
         training_schedule=training_schedule(settings),
     )
-    if recommender.model is None:
+    if recommender.model is None:  # one row per course, however many interactions are stored
+        rule = positive_rule(recommender.weights, POSITIVE_THRESHOLD)
         async with uow() as work:
-            interactions, _ = await training_data(work)
-        recommender.update_popularity(interactions)
+            counts = await positive_learners_per_course(work.session, *rule)
+        recommender.set_popularity(counts)
     return recommender
 
 

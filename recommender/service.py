@@ -122,6 +122,11 @@ class Recommender:
         with self._lock:
             self._popularity = counts
 
+    def set_popularity(self, counts: dict[int, float]) -> None:
+        """Serve these per-course counts (counted by the database, see `storage.popularity`)."""
+        with self._lock:
+            self._popularity = dict(counts)
+
     def reload(self) -> bool:
         """Reload from ``model_path``; keeps serving the current model if the file is unusable."""
         if self.model_path is None:

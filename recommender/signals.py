@@ -168,3 +168,15 @@ def positive_pairs(
 ) -> list[tuple[int, int]]:
     """Return the (learner, course) pairs whose pseudo-rating shows real interest."""
     return [(u, i) for u, i, r in ratings if r >= threshold]
+
+
+def positive_rule(weights: SignalWeights, threshold: float) -> tuple[list[str], float, bool]:
+    """The pseudo-rating ≥ `threshold` test as data, for counting in the database:
+    (implicit kinds that pass, the fewest stars that pass, whether a refund passes)."""
+    liked = [s.value for s in IMPLICIT_KINDS if weights.implicit(s) >= threshold]
+    span = weights.rating_high - weights.rating_low
+    if span > 0:
+        min_stars = 1.0 + 4.0 * (threshold - weights.rating_low) / span
+    else:
+        min_stars = 1.0 if weights.rating_low >= threshold else 6.0
+    return liked, min_stars, weights.refund >= threshold
