@@ -16,15 +16,20 @@ from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.parsing import is_number
+
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def parse_offset(text: str) -> timedelta:
     """Turn `24h`, `10m`, `2d` or `30s` into a timedelta."""
     text = text.strip().lower()
-    if len(text) < 2 or text[-1] not in _UNITS or not text[:-1].isdigit():
+    if len(text) < 2 or text[-1] not in _UNITS or not is_number(text[:-1]):
         raise ValueError(f"bad duration {text!r}: use a number and one of d, h, m, s")
-    return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+    try:
+        return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+    except OverflowError:
+        raise ValueError(f"bad duration {text!r}: too long") from None
 
 
 SETTING_PREFIXES = ("TELEGRAM_", "WECHAT_", "WECHATPAY_", "COURSEBOT_")
@@ -38,7 +43,7 @@ def admin_problem(entry: str) -> str:
     channel, _, user = entry.partition(":")
     if channel not in CHANNELS or not user:
         return f"ADMINS entry {entry!r} is not channel:user (e.g. telegram:123456789)"
-    if channel == "telegram" and not (user.isascii() and user.isdigit()):
+    if channel == "telegram" and not is_number(user):
         return f"ADMINS entry {entry!r}: a Telegram user id is a number"
     if channel == "telegram" and user in TELEGRAM_SERVICE_IDS:
         return f"ADMINS entry {entry!r} is a Telegram service account and is never an admin"

@@ -20,6 +20,7 @@ from bot.core import (
     PreCheckoutAnswer,
     Reply,
 )
+from bot.parsing import is_number, parse_int
 
 CONSOLE_USER = "me"
 PAY_PREFIX = "console-pay"
@@ -115,8 +116,9 @@ class ConsoleChannel(TextChannel):
         base = dict(
             channel=self.name, user_ref=CONSOLE_USER, locale=self.locale, display_name="Console"
         )
-        if line.isdigit() and 1 <= int(line) <= len(self.options):
-            payload = self.options[int(line) - 1].payload
+        option = parse_int(line, 1, len(self.options)) if self.options else None
+        if option is not None:
+            payload = self.options[option - 1].payload
             return Incoming(update_key=self._key(), kind="button", payload=payload, **base)
         if line.startswith("/"):
             command, _, args = line[1:].partition(" ")
@@ -201,4 +203,4 @@ async def run_console(channel: ConsoleChannel, lines: TextIO = sys.stdin) -> Non
 
 
 def _is_seconds(text: str) -> bool:
-    return text.replace(".", "", 1).isascii() and text.replace(".", "", 1).isdigit()
+    return is_number(text.replace(".", "", 1))
