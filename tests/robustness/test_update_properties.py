@@ -11,17 +11,20 @@ import itertools
 import logging
 import tempfile
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from bot import parsing
 from bot.bootstrap import build_app
 from bot.channels.telegram_common import safe_html
 from bot.core import Incoming, PaymentInfo, PreCheckoutAnswer, Reply
 from bot.demo import seed_demo
-from storage.models import Enrolment, Identity, KeyValue, Learner, Order, Payment
+from handlers.purchase import MAX_INVOICE_TITLE
+from storage.models import Course, Enrolment, Identity, KeyValue, Learner, Order, Payment
 from tests.conftest import FixedClock, make_settings
 from tests.fakes.collecting import CollectingChannel
 from tests.fakes.telegram_api import parse_html
@@ -140,8 +143,16 @@ COMMANDS = [
     "replay",
     "coupon",
     "export",
+    "payments",
+    "editcourse",
+    "withdraw",
+    "audit",
+    "instructor",
+    "课程",
+    "评分",
 ]
 PREFIXES = ["buy", "course", "cat", "pay", "rate", "lang", "faq", "page", "sess", "rev", "x"]
+PREFIXES += ["askin", "askc", "cpn", "qok", "qans", "rt", "rvw", "rfq", "rfy", "rfn"]
 NUMBERISH = st.sampled_from(
     ["0", "-1", "²", "٣", "１２", "9" * 30, "2147483648", "#1", "1", "3", "9223372036854775808"]
 )
@@ -237,3 +248,107 @@ def test_concrete_admin_cases_are_refused_cleanly(harness, command, args):
     assert outputs and all(isinstance(o, Reply) and o.text for o in outputs)
     texts = " ".join(o.text for o in outputs)
     assert "queued" not in texts.lower() and "已排队" not in texts
+
+
+# ----------------------------------------------------------------------------- the parsers
+
+_ASCII = st.text(alphabet="0123456789", min_size=1, max_size=25)
+NUMBER_TEXT = st.one_of(_ASCII, NUMBERISH, st.text(max_size=25), _ASCII.map(lambda d: "#" + d))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=NUMBER_TEXT, lo=st.integers(0, 10), hi=st.integers(0, 2**64))
+def test_parse_int_takes_ascii_numbers_within_range_only(text, lo, hi):
+    value = parsing.parse_int(text, lo, hi)
+    digits = text.strip().removeprefix("#")
+    if value is None:
+        ok = digits.isascii() and digits.isdigit() and len(digits) <= 19
+        assert not ok or not lo <= int(digits) <= hi
+    else:
+        assert digits.isascii() and int(digits) == value and lo <= value <= hi
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    text=NUMBER_TEXT,
+    payload=st.lists(NUMBER_TEXT, max_size=3).map(lambda p: ":".join(["x", *p])),
+)
+def test_parsers_never_raise_and_stay_in_column_range(text, payload):
+    for found in (parsing.parse_id(text), parsing.payload_id(payload)):
+        assert found is None or 1 <= found <= parsing.INT_MAX
+    numbers = parsing.payload_numbers(payload)
+    assert numbers is None or all(0 <= n <= parsing.INT_MAX for n in numbers)
+    stars = parsing.parse_stars(text)
+    assert stars is None or 1 <= stars <= parsing.MAX_STARS
+    fen = parsing.parse_yuan(text)
+    assert fen is None or 1 <= fen < parsing.MAX_YUAN * 100
+    parsing.parse_local_datetime(text, ZoneInfo("Asia/Shanghai"))
+
+
+# ----------------------------------------------------------------------------- admin fields
+
+FIELD = st.one_of(
+    NUMBERISH,
+    st.text(max_size=30),
+    st.just("<b>x</b>"),
+    st.text(min_size=120, max_size=140),
+    st.sampled_from(["programming", "199", "199.9", "0.01", "150", "25000", "25001"]),
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(fields=st.lists(FIELD, min_size=7, max_size=7))
+def test_addcourse_never_fails_and_only_stores_sellable_courses(harness, fields):
+    """Whatever the fields: no handler failure, and a course created has a title of 1-128
+    characters in both languages, 1-25000 Stars and at least 1 fen; its invoice title fits
+    Telegram's 32."""
+    harness.failures.clear()
+    fields[0] = "programming" if fields[0] == "199" else fields[0]
+    args = "|".join(f.replace("|", "/") for f in fields)
+    outputs = harness.run(
+        harness.dispatch("900001", kind="command", command="addcourse", args=args)
+    )
+    check(outputs)
+    assert not harness.failures, harness.failures
+    course = harness.run(_newest_course(harness))
+    assert 1 <= len(course.title_zh.strip()) <= 128 and 1 <= len(course.title_en.strip()) <= 128
+    assert 1 <= course.price_stars <= parsing.MAX_STARS and course.price_fen >= 1
+    if any("Added course" in o.text for o in outputs if isinstance(o, Reply)):
+        buyer = f"buyer-{next(_keys)}"
+        invoice = harness.run(harness.dispatch(buyer, kind="button", payload=f"buy:{course.id}"))
+        [reply] = [o for o in invoice if isinstance(o, Reply)]
+        title = reply.invoice.title
+        assert title and len(title.encode("utf-16-le")) // 2 <= MAX_INVOICE_TITLE
+
+
+async def _newest_course(harness) -> Course:
+    async with harness.app.uow() as uow:
+        return await uow.session.scalar(select(Course).order_by(Course.id.desc()).limit(1))
+
+
+@FAST
+@given(
+    field=st.sampled_from(["title_zh", "title_en", "stars", "cny", "bio", "description", "x"]),
+    value=FIELD,
+)
+def test_editcourse_never_fails_and_keeps_courses_sellable(harness, field, value):
+    harness.failures.clear()
+    args = f"2 {field} {value}"
+    outputs = harness.run(
+        harness.dispatch("900001", kind="command", command="editcourse", args=args)
+    )
+    check(outputs)
+    assert not harness.failures, harness.failures
+
+    async def course_2() -> Course:
+        async with harness.app.uow() as uow:
+            return await uow.courses.get(2)
+
+    course = harness.run(course_2())
+    assert course.price_stars >= 1 and course.price_fen >= 1
+    assert 1 <= len(course.title_en) <= 128 and 1 <= len(course.title_zh) <= 128
