@@ -79,6 +79,7 @@ class App:
         self.started.clear()
         if self.web is not None:
             await self.web.stop()
+        await self.uow.close()  # background work on this database (the catalogue index)
         await self.engine.dispose()
 
 

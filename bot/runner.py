@@ -19,6 +19,7 @@ from bot.channels.links import TrackedLinks
 from bot.channels.web import WebServer
 from bot.settings import Settings
 from bot.textindex import warm_up_in_background
+from services import catalog_index
 
 log = logging.getLogger(__name__)
 ROLES = ("all", "web", "scheduler", "sender", "bot")
@@ -45,8 +46,10 @@ async def start_channels(app, channels, stop: asyncio.Event | None = None) -> No
     for channel in channels:
         if await start_with_retry(channel, stop):
             app.started.append(channel)
-    # jieba loads once the channels listen: start-up never waits for it, the first search may.
+    # jieba loads once the channels listen, then the catalogue index builds in the background:
+    # start-up never waits for them, and no learner's message builds the index.
     warm_up_in_background()
+    catalog_index.start(app.uow)
 
 
 async def start_with_retry(channel, stop: asyncio.Event | None = None) -> bool:

@@ -104,6 +104,33 @@ async def ready() -> None:
         await asyncio.to_thread(_segmenter)
 
 
+async def in_daemon_thread(fn, *args):
+    """``fn(*args)`` in a daemon thread, awaited without blocking the loop. Unlike
+    ``asyncio.to_thread`` a process that stops does not wait for it (index builds, jieba)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, done, None, error)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=run, name="textindex-build", daemon=True).start()
+    return await done
+
+
+def _settle(future, result, error) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 def tokens(text: str) -> list[str]:
     """Lower-cased jieba search tokens of mixed Chinese/English text, stop words dropped."""
     words = _segmenter().lcut_for_search(text.lower())
@@ -182,6 +209,7 @@ class TextIndex:
         self.idf = idf(n, df)
         lengths = np.array([len(bag) for bag in bags], dtype=float)
         avg = lengths.mean() if len(bags) and lengths.mean() > 0 else 1.0
+        self.avgdl = float(avg)
         tf = np.asarray(counts, dtype=float)
         norm = K1 * (1.0 - B + B * lengths[np.asarray(rows, dtype=np.int64)] / avg)
         weights = self.idf[np.asarray(cols, dtype=np.int64)] * tf * (K1 + 1.0) / (tf + norm)
@@ -192,6 +220,8 @@ class TextIndex:
         lengths2[lengths2 == 0] = 1.0
         #: the same rows scaled to unit length, for cosine similarity
         self.unit = sparse.csr_matrix(sparse.diags(1.0 / lengths2) @ self.weights)
+        #: the weights by column: a query reads only the columns of its terms
+        self.by_term = self.weights.tocsc()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -218,8 +248,39 @@ class TextIndex:
         if not tally or not self.ids:
             return []
         cols = list(tally)
-        scores = self.weights[:, cols] @ [float(tally[c]) for c in cols]
+        scores = self.by_term[:, cols] @ [float(tally[c]) for c in cols]
         return self._rank(scores, limit, min_score)
+
+    def score_bags(self, query: str, bags: Mapping[Hashable, Sequence[str]]) -> dict:
+        """BM25 scores of documents outside the index (their terms given), weighed with this
+        index's idf and average length, so they rank among its own documents."""
+        tally: dict[str, int] = {}
+        for term in terms(query):
+            tally[term] = tally.get(term, 0) + 1
+        unseen = float(idf(self.n, 0.0))
+        out = {}
+        for doc, bag in bags.items():
+            norm = K1 * (1.0 - B + B * len(bag) / self.avgdl)
+            score = 0.0
+            for term, count in tally.items():
+                tf = bag.count(term)
+                if tf:
+                    weight = float(self.idf[self.vocab[term]]) if term in self.vocab else unseen
+                    score += count * weight * tf * (K1 + 1.0) / (tf + norm)
+            out[doc] = score
+        return out
+
+    def nearest(self, anchors: Sequence[Hashable], limit: int) -> list[Hashable]:
+        """Ids of the documents most similar to any of ``anchors`` (anchors left out)."""
+        import numpy as np
+
+        rows = [self.row[a] for a in anchors if a in self.row]
+        if not rows or limit <= 0:
+            return []
+        best = np.asarray((self.unit @ self.unit[rows].T).max(axis=1).todense()).ravel()
+        best[rows] = 0.0
+        top = np.argsort(-best, kind="stable")[:limit]
+        return [self.ids[i] for i in top if best[i] > 0]
 
     def similar(self, query: str, limit: int = 3) -> list[tuple[Any, float]]:
         """The documents most similar to ``query``: cosine in 0..1, best first.
@@ -262,6 +323,52 @@ class TextIndex:
         block = self.unit[[p for _, p in i_pos]] @ self.unit[[p for _, p in a_pos]].T
         out[np.ix_([j for j, _ in i_pos], [j for j, _ in a_pos])] = block.toarray()
         return out
+
+
+class LiveIndex:
+    """A built :class:`TextIndex` plus the documents changed since it was built.
+
+    Changes are applied one by one (:meth:`update`, a removed document is ``None``) and searched
+    next to the built index with its word weights; :attr:`stale` says when enough changed that
+    a rebuild (in the background, by the owner) is worth it.
+    """
+
+    def __init__(self, base: TextIndex, texts: Mapping[Hashable, str], rebuild_after: int = 0):
+        self.base = base
+        self.texts = dict(texts)
+        self.changed: dict[Hashable, list[str] | None] = {}
+        self.rebuild_after = rebuild_after or max(50, len(self.texts) // 20)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def stale(self) -> bool:
+        """True when so many documents changed that the built index should be rebuilt."""
+        return len(self.changed) > self.rebuild_after
+
+    def update(self, doc: Hashable, text: str | None) -> bool:
+        """Apply one document's new text (None: removed); False when nothing changed."""
+        if self.texts.get(doc) == text:
+            return False
+        if text is None:
+            self.texts.pop(doc, None)
+        else:
+            self.texts[doc] = text
+        self.changed[doc] = terms(text) if text is not None else None
+        return True
+
+    def search(self, query: str, limit: int = 10, min_score: float = 1e-9) -> list[tuple]:
+        """The built index's best matches and the changed documents', merged, best first."""
+        found = [
+            (doc, score)
+            for doc, score in self.base.search(query, limit + len(self.changed), min_score)
+            if doc not in self.changed
+        ]
+        bags = {doc: bag for doc, bag in self.changed.items() if bag is not None}
+        found += [(d, s) for d, s in self.base.score_bags(query, bags).items() if s > min_score]
+        found.sort(key=lambda hit: -hit[1])
+        return found[:limit]
 
 
 #: The FAQ matcher's name for the same index (kept for existing callers).

@@ -91,6 +91,8 @@ class Recommender:
         self._index = IndexCache()
         self._model: FactorModel | None = None
         self._popularity: dict[int, float] = {}
+        self._ranked: list[int] = []
+        self._ranked_of: dict[int, float] | None = None
         if self.model_path is not None:
             self._loaded_stamp = file_stamp(self.model_path)
             self._swap(load_or_none(self.model_path, training_schedule))
@@ -151,6 +153,42 @@ class Recommender:
         log.info("model file %s changed; reloading", self.model_path)
         return self.reload()
 
+    def popular(self, limit: int) -> list[int]:
+        """The ``limit`` most popular courses, most popular first (sorted once per update)."""
+        with self._lock:
+            popularity = self._popularity
+            ranked = self._ranked if self._ranked_of is popularity else None
+        if ranked is None:
+            ranked = sorted(popularity, key=lambda c: (-popularity[c], c))
+            with self._lock:
+                self._ranked, self._ranked_of = ranked, popularity
+        return ranked[:limit]
+
+    def candidates(
+        self, learner_id: int, owned: set[int], history: list[Interaction], limit: int = 50
+    ) -> list[int]:
+        """Courses worth ranking for this learner, from the factors alone (no catalogue): the
+        model's top ``limit`` and the ``limit`` most popular, owned ones left out."""
+        out = [c for c in self._model_top(learner_id, owned, history, limit) if c not in owned]
+        seen = set(out)
+        out += [c for c in self.popular(limit + len(owned)) if c not in owned and c not in seen]
+        return out
+
+    def _model_top(self, learner_id, owned, history, limit) -> list[int]:
+        model = self.model
+        if model is None:
+            return []
+        inner, conf = self._history(model, learner_id, history, owned)
+        if not model.knows(learner_id) and not len(inner):
+            return []
+        scores = sum(model.components(learner_id, inner, conf).values())
+        k = min(limit + len(owned), len(scores))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return model.item_ids[top].tolist()
+
     def suggest(
         self,
         learner_id: int,
@@ -159,8 +197,13 @@ class Recommender:
         history: list[Interaction],
         browsed_categories: set[str],
         n: int = 5,
+        index=None,
     ) -> list[Suggestion]:
-        """Up to ``n`` active courses the learner does not own, each with a reason."""
+        """Up to ``n`` active courses the learner does not own, each with a reason.
+
+        ``catalog`` holds the courses to choose from and those the learner touched (all of
+        the catalogue, or candidates); ``index`` is a text index of the catalogue for content
+        similarity (by default one of ``catalog`` is built and cached)."""
         refunded = {e.course_id for e in history if e.kind == "refund"}
         excluded = set(owned) | refunded
         candidates = [c for c in catalog if c.active and c.id not in excluded]
@@ -179,7 +222,8 @@ class Recommender:
         browsed = set(browsed_categories) | {by_id[i].category for i in touched if i in by_id}
         rest = [c for c in candidates if c.id not in chosen]
         fill = cold_start(
-            rest, anchors, browsed, self.popularity(), self._index.get(catalog), self.clock(),
+            rest, anchors, browsed, self.popularity(),
+            index if index is not None else self._index.get(catalog), self.clock(),
             n - len(out), self.fallback,
         )
         return out + fill

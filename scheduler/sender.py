@@ -10,6 +10,9 @@
   its answer, so the platform never sees more than `SEND_RATE_PER_SECOND` sends in any second,
   whatever the network delay; sends are paced evenly, with a short catch-up after a stall. At
   most one send per second per chat, counted from the answer too.
+- Several sender processes (PostgreSQL) share both limits through the database as well
+  (`SharedLimits`, `storage.send_limits`): the ceiling per channel and 1 msg/s per chat hold
+  for all of them together. SQLite has one process and keeps to the in-process limiter.
 - 429 → the channel pauses `retry_after` (from the answer) and the row is retried; 403 → the
   identity is marked unreachable and the row 'unreachable'; a rejected message → 'failed' at
   once; other errors → retried with exponential backoff, 'failed' after `SENDER_MAX_ATTEMPTS`.
@@ -121,14 +124,76 @@ class RateLimiter:
         self.due = max(self.due, self.paused_until + self.catch_up)
 
 
+#: How long a send may hold a shared slot or chat turn before it counts as lost (a crash).
+SHARED_HOLD_SECONDS = 30.0
+#: How long a shared chat turn is kept once free (the table holds recent chats only).
+SHARED_CHAT_KEEP_SECONDS = 60.0
+
+
+class SharedLimits:
+    """The ceiling per channel and the 1 msg/s per chat of every sender process together,
+    through the database (`storage.send_limits`, PostgreSQL): on top of each process's own
+    limiter, a send also takes one of the channel's shared slots, and the chat's shared turn.
+    """
+
+    def __init__(self, app, sleep: Sleep) -> None:
+        self.app = app
+        self.sleep = sleep
+        self._caps: dict[str, int] = {}
+        self._sends = 0
+
+    async def _run(self, op: str, *args):
+        async with self.app.uow() as uow:
+            result = await getattr(uow.send_limits, op)(*args)
+            await uow.commit()
+        return result
+
+    @contextlib.asynccontextmanager
+    async def chat(self, channel: str, user_ref: str) -> AsyncIterator[None]:
+        """Hold the chat's shared turn; it comes back `CHAT_GAP` after the body (the send)."""
+        while (wait := await self._run("take_chat", channel, user_ref, SHARED_HOLD_SECONDS)) > 0:
+            await self.sleep(min(wait, CHAT_GAP))
+        try:
+            yield
+        finally:
+            await self._run("free_chat", channel, user_ref, CHAT_GAP)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, channel: str, rate: float) -> AsyncIterator[None]:
+        """Hold one of the channel's shared slots from now until one window after the body."""
+        cap = max(1, math.floor(rate))
+        if self._caps.get(channel) != cap:
+            await self._run("ensure_slots", channel, cap)
+            self._caps[channel] = cap
+        while True:
+            taken, wait = await self._run("take_slot", channel, SHARED_HOLD_SECONDS)
+            if taken is not None:
+                break
+            await self.sleep(min(max(wait, 0.005), 1.0))
+        try:
+            yield
+        finally:
+            await self._run("free_slot", channel, taken, max(1.0, cap / rate))
+            self._sends += 1
+            if self._sends % 1000 == 0:
+                await self._run("forget_chats", SHARED_CHAT_KEEP_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
 @dataclass
 class SenderState:
-    """Per-process sending state: one limiter per channel, the last send per chat."""
+    """Per-process sending state: one limiter per channel, the last send per chat; and, when
+    several sender processes may exist (PostgreSQL), the limits they share (`shared`)."""
 
     monotonic: Monotonic = time.monotonic
     sleep: Sleep = asyncio.sleep
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
     chat_last: dict[tuple[str, str], float] = field(default_factory=dict)
+    shared: SharedLimits | None = None
     #: Set once `quiet_start` looked for a previous process's sends.
     quiet_checked: bool = False
     #: When sending may start (monotonic clock), after a previous process's sends.
@@ -163,12 +228,22 @@ def sender_state(app, monotonic: Monotonic | None = None, sleep: Sleep | None = 
     state = getattr(app, "sender_state", None)
     if state is None:
         state = SenderState()
+        if shares_limits(app):
+            state.shared = SharedLimits(app, state.sleep)
         app.sender_state = state
     if monotonic is not None:
         state.monotonic = monotonic
+        state.shared = None  # an injected clock is one process under test: nobody to share with
     if sleep is not None:
         state.sleep = sleep
     return state
+
+
+def shares_limits(app) -> bool:
+    """True when several sender processes may share this database (PostgreSQL): they then
+    share the send ceilings through it; SQLite has one process, its limiter is enough."""
+    engine = getattr(app, "engine", None)
+    return engine is not None and engine.dialect.name == "postgresql"
 
 
 async def quiet_start(app) -> bool:
@@ -367,12 +442,17 @@ async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: 
     limiter = state.limiter(row.channel, send_rate(app.settings, row.channel))
     reply = reply_from_body(row.body)
     chat = (row.channel, row.user_ref)
+    shared = state.shared
     async with gate:
         for _ in range(MAX_RATE_LIMITED_TRIES):
             await book.room()
             await state.chat_turn(chat)
             try:
-                async with limiter.slot():
+                async with (
+                    shared.chat(*chat) if shared else _nothing(),
+                    limiter.slot(),
+                    shared.slot(row.channel, limiter.rate) if shared else _nothing(),
+                ):
                     try:
                         await channel.send(row.user_ref, reply)
                     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,6 +16,7 @@ from sqlalchemy import func, select
 from bot.i18n import CNY, STARS
 from bot.textindex import TextIndex
 from recommender.signals import Signal
+from services.catalog_index import course_text, current_index
 from storage.models import Course, LiveSession
 
 MAX_RESULTS = 8
@@ -109,27 +109,27 @@ async def open_course(
 
 def course_document(course) -> str:
     """The searchable text of a course: titles weigh more than descriptions."""
-    titles = f"{course.title_zh} {course.title_en} "
-    return " ".join(
-        [
-            titles * 3,
-            course.description_zh,
-            course.description_en,
-            course.instructor_name,
-            course.category.name_zh,
-            course.category.name_en,
-        ]
-    )
+    return course_text(_Row(course))
 
 
-@lru_cache(maxsize=4)
-def _index(documents: tuple[tuple[int, str], ...]) -> TextIndex:
-    return TextIndex(dict(documents))
+class _Row:
+    """A course object seen as a `documents` row (one text recipe for both)."""
+
+    def __init__(self, course) -> None:
+        self.__dict__.update(
+            title_zh=course.title_zh,
+            title_en=course.title_en,
+            description_zh=course.description_zh,
+            description_en=course.description_en,
+            instructor_name=course.instructor_name,
+            category_zh=course.category.name_zh,
+            category_en=course.category.name_en,
+        )
 
 
 def course_index(courses) -> TextIndex:
-    """The BM25 index of these courses; rebuilt only when a searchable text changed."""
-    return _index(tuple((c.id, course_document(c)) for c in courses))
+    """A BM25 index of exactly these courses (tests and tools; chat uses `current_index`)."""
+    return TextIndex({c.id: course_document(c) for c in courses})
 
 
 def clean_query(text: str) -> str:
@@ -138,10 +138,15 @@ def clean_query(text: str) -> str:
 
 
 async def search(uow, query: str, limit: int = MAX_RESULTS) -> list:
-    """Active courses matching `query`, best first."""
-    courses = {c.id: c for c in await uow.courses.active()}
-    index = course_index(courses.values())
-    return [courses[cid] for cid, _ in index.search(query, limit)]
+    """Active courses matching `query`, best first (a plain word match until this process's
+    catalogue index is built; it is never built on the caller's time)."""
+    index = await current_index(uow)
+    if index is None:
+        return await uow.courses.matching(query.split()[:8], limit)
+    # ask for a few more: a course withdrawn since the last look is dropped here
+    ids = [cid for cid, _ in index.search(query, limit + 4)]
+    found = await uow.courses.many(ids)
+    return [found[cid] for cid in ids if cid in found][:limit]
 
 
 async def owned_courses(uow, learner_id: int) -> list:

@@ -22,6 +22,22 @@ def course_info(course) -> CourseInfo:
     )
 
 
+def info_from_row(row) -> CourseInfo:
+    """A course row of `CourseRepo.infos` / `newest_in` as the recommender sees it."""
+    return CourseInfo(
+        id=row.id,
+        category=row.category,
+        category_name_zh=row.category_name_zh,
+        category_name_en=row.category_name_en,
+        title_zh=row.title_zh,
+        title_en=row.title_en,
+        description_zh=row.description_zh,
+        description_en=row.description_en,
+        active=row.active,
+        created_at=row.created_at,
+    )
+
+
 def interaction(row) -> Interaction:
     """A stored interaction as the recommender sees it."""
     return Interaction(row.learner_id, row.course_id, row.kind, row.value, row.created_at)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from services.recommendations import course_info, interaction
+from bot.textindex import TextIndex
+from services.catalog_index import current_index
+from services.recommendations import info_from_row, interaction
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +31,73 @@ class Suggested:
     category: Any = None
 
 
+#: How many courses each source (the model, popularity, content neighbours, the browsed
+#: categories' newest) contributes to the candidates ranked for one learner.
+CANDIDATES = 50
+
+
 async def suggestions(uow, recommender, learner_id: int, n: int = SUGGESTIONS) -> list[Suggested]:
-    """Up to `n` courses the learner does not own, best first; [] when there is nothing."""
+    """Up to `n` courses the learner does not own, best first; [] when there is nothing.
+
+    Reads the learner's own rows and a bounded set of candidate courses (from the model's
+    factors, popularity, the catalogue index and the browsed categories), never the catalogue.
+    """
     if recommender is None:
         return []
-    courses = await uow.courses.all()
-    catalog = {c.id: course_info(c) for c in courses}
     history = [
         interaction(r)
         for r in await uow.interactions.of_learner(learner_id)
         if r.course_id is not None
     ]
     owned = await uow.enrolments.course_ids_of(learner_id)
-    browsed = {catalog[h.course_id].category for h in history if h.course_id in catalog}
+    index = await current_index(uow)
     try:
         recommender.refresh()
+        catalog, browsed = await _candidates(uow, recommender, learner_id, owned, history, index)
         picks = recommender.suggest(
-            learner_id, owned, list(catalog.values()), history, browsed, n=n
+            learner_id, owned, list(catalog.values()), history, browsed, n=n,
+            index=index.base if index is not None else _empty_index(),
         )
     except Exception:  # a broken model must never reach the learner
         log.exception("recommender failed for learner %s", learner_id)
         return []
-    by_id = {c.id: c for c in courses}
-    categories = {c.category.slug: c.category for c in courses}
-    return [
-        Suggested(
-            course=by_id[pick.course_id],
-            reason=pick.reason,
-            because=by_id.get(pick.reason_course_id) if pick.reason_course_id else None,
-            category=categories.get(pick.reason_category) if pick.reason_category else None,
-        )
-        for pick in picks
-        if pick.course_id in by_id
-    ]
+    return await _as_suggested(uow, picks)
+
+
+async def _candidates(uow, recommender, learner_id, owned, history, index):
+    """The learner's touched courses and the candidates, as CourseInfo by id; browsed slugs."""
+    touched = {h.course_id for h in history} | set(owned)
+    rows = {r.id: r for r in await uow.courses.infos(touched)}
+    browsed = {r.category for r in rows.values()}
+    pool = set(recommender.candidates(learner_id, set(owned), history, CANDIDATES))
+    if index is not None:
+        pool |= set(index.base.nearest(sorted(touched), CANDIDATES))
+    rows.update((r.id, r) for r in await uow.courses.infos(pool - rows.keys()))
+    rows.update((r.id, r) for r in await uow.courses.newest_in(sorted(browsed), CANDIDATES))
+    if len(rows) - len(touched) < CANDIDATES:  # little known yet: the newest of the catalogue
+        rows.update((r.id, r) for r in await uow.courses.newest_in(None, CANDIDATES))
+    return {cid: info_from_row(r) for cid, r in rows.items()}, browsed
+
+
+@cache
+def _empty_index() -> TextIndex:
+    """No content similarity (while the catalogue index is being built)."""
+    return TextIndex({})
+
+
+async def _as_suggested(uow, picks) -> list[Suggested]:
+    """The picks as courses (active ones only) with the course or category they name."""
+    named = {p.reason_course_id for p in picks if p.reason_course_id}
+    ids = [p.course_id for p in picks] + sorted(named)
+    courses = await uow.courses.many(ids, active_only=False)
+    categories = {c.category.slug: c.category for c in courses.values()}
+    out = []
+    for pick in picks:
+        if pick.course_id not in courses or not courses[pick.course_id].active:
+            continue
+        category = categories.get(pick.reason_category) if pick.reason_category else None
+        if pick.reason_category and category is None:
+            category = await uow.courses.category_by_slug(pick.reason_category)
+        because = courses.get(pick.reason_course_id) if pick.reason_course_id else None
+        out.append(Suggested(courses[pick.course_id], pick.reason, because, category))
+    return out

@@ -10,6 +10,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_S = 15
+#: Execution option of a transaction that only reads (a plain deferred BEGIN on SQLite).
+READ_ONLY = "coursebot_read_only"
 
 
 def is_sqlite(url: str) -> bool:
@@ -57,8 +59,12 @@ def _apply_sqlite_recipe(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection):
         # A deferred read-then-write transaction fails at once with "database is locked";
-        # taking the write lock up front makes SQLite wait on busy_timeout instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # taking the write lock up front makes SQLite wait on busy_timeout instead. A unit of
+        # work that only reads (`UnitOfWork.read_only`) takes no lock: WAL readers never wait.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker:

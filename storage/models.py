@@ -405,3 +405,34 @@ MAX_BIO = 280
 Course.instructor_bio = mapped_column(String(MAX_BIO), default="", server_default="")
 #: A cover picture (PNG/JPEG bytes) set by `/cover`; deferred so lists never load it.
 Course.cover_image = mapped_column(LargeBinary, nullable=True, deferred=True)
+
+
+# --- issue 15: the catalogue's search index follows changes without reading every course ---
+#: When a course last changed (set on insert and on every ORM or Core update): a process's
+#: search index reads only the courses changed since it last looked (`ix_courses_updated`).
+Course.updated_at = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=True)
+Index("ix_courses_updated", Course.updated_at)
+#: The newest courses first (suggestions for a learner the model knows nothing about).
+Index("ix_courses_created", Course.created_at)
+
+
+# --- issue 15: several senders share one ceiling per channel and 1 msg/s per chat ---
+class SendSlot(Base):
+    """One of a channel's `floor(rate)` send slots, shared by every sender process: a send
+    holds one from its start until one rate window after its answer (`free_at`, epoch seconds
+    of the database clock)."""
+
+    __tablename__ = "send_slots"
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    free_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ChatTurn(Base):
+    """When a chat may get its next message (epoch seconds of the database clock), shared by
+    every sender process: one second after the answer to the last one."""
+
+    __tablename__ = "chat_turns"
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    free_at: Mapped[float] = mapped_column(Float, index=True)

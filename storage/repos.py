@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -213,6 +213,84 @@ class CourseRepo(Repo):
         stmt = select(Course).options(selectinload(Course.category)).order_by(Course.id)
         return (await self.session.execute(stmt)).scalars().all()
 
+    async def many(self, course_ids: Sequence[int], active_only: bool = True) -> dict[int, Course]:
+        """The (active) courses among these ids, with their categories, by id."""
+        out: dict[int, Course] = {}
+        for chunk in chunks(sorted(set(course_ids))):
+            stmt = (
+                select(Course)
+                .where(Course.id.in_(chunk))
+                .options(selectinload(Course.category))
+            )
+            if active_only:
+                stmt = stmt.where(Course.active.is_(True))
+            out.update((c.id, c) for c in (await self.session.execute(stmt)).scalars())
+        return out
+
+    async def documents(
+        self, after_id: int = 0, limit: int = 2000, ids: Sequence[int] | None = None
+    ) -> list[Any]:
+        """Searchable columns of courses (Core rows, no ORM objects), by id: a page of every
+        course after `after_id`, or the courses `ids`."""
+        stmt = (
+            select(
+                Course.id, Course.active, Course.updated_at, Course.title_zh, Course.title_en,
+                Course.description_zh, Course.description_en, Course.instructor_name,
+                Category.name_zh.label("category_zh"), Category.name_en.label("category_en"),
+            )
+            .join(Category, Category.id == Course.category_id)
+            .where(Course.id > after_id)
+            .order_by(Course.id)
+            .limit(limit)
+        )
+        if ids is None:
+            return list((await self.session.execute(stmt)).all())
+        out: list[Any] = []
+        for chunk in chunks(sorted(set(ids))):
+            out += (await self.session.execute(stmt.where(Course.id.in_(chunk)))).all()
+        return out
+
+    async def changed_since(self, since: datetime) -> list[tuple[int, datetime]]:
+        """(id, updated_at) of the courses changed at or after `since` (an index-only read)."""
+        stmt = select(Course.id, Course.updated_at).where(Course.updated_at >= since)
+        return [tuple(row) for row in (await self.session.execute(stmt)).all()]
+
+    async def category_names(self) -> list[tuple[int, str, str]]:
+        """(id, name_zh, name_en) of every category (a handful of rows)."""
+        stmt = select(Category.id, Category.name_zh, Category.name_en).order_by(Category.id)
+        return [tuple(row) for row in (await self.session.execute(stmt)).all()]
+
+    async def matching(self, words: Sequence[str], limit: int) -> list[Course]:
+        """Active courses whose titles or descriptions contain every word (a plain LIKE search
+        for while the text index is not built yet)."""
+        fields = (Course.title_zh, Course.title_en, Course.description_zh, Course.description_en)
+        stmt = select(Course).where(Course.active.is_(True)).options(selectinload(Course.category))
+        for word in words:
+            stmt = stmt.where(or_(*(f.icontains(word, autoescape=True) for f in fields)))
+        stmt = stmt.order_by(Course.id).limit(limit)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def infos(self, course_ids: Sequence[int]) -> list[Any]:
+        """What the recommender needs of these courses (Core rows incl. the category slug)."""
+        out: list[Any] = []
+        for chunk in chunks(sorted(set(course_ids))):
+            out += (await self.session.execute(_info_columns().where(Course.id.in_(chunk)))).all()
+        return out
+
+    async def newest_in(self, slugs: Sequence[str] | None, limit: int) -> list[Any]:
+        """The newest active courses of these categories, or of all (None): recommender rows."""
+        stmt = (
+            _info_columns()
+            .where(Course.active.is_(True))
+            .order_by(Course.created_at.desc(), Course.id.desc())
+            .limit(limit)
+        )
+        if slugs is not None:
+            if not slugs:
+                return []
+            stmt = stmt.where(Category.slug.in_(list(slugs)))
+        return list((await self.session.execute(stmt)).all())
+
     async def add_category(self, **fields: Any) -> Category:
         """Create a category."""
         return await self._insert(Category, **fields)
@@ -220,6 +298,15 @@ class CourseRepo(Repo):
     async def add(self, **fields: Any) -> Course:
         """Create a course."""
         return await self._insert(Course, **fields)
+
+
+def _info_columns():
+    """The columns the recommender reads of a course (`services.recommendations.course_info`)."""
+    return select(
+        Course.id, Course.active, Course.created_at, Course.title_zh, Course.title_en,
+        Course.description_zh, Course.description_en, Category.slug.label("category"),
+        Category.name_zh.label("category_name_zh"), Category.name_en.label("category_name_en"),
+    ).join(Category, Category.id == Course.category_id)
 
 
 class OrderRepo(Repo):

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage import analytics, feedback, leases, live, repos, wechat
+from storage import analytics, feedback, leases, live, repos, send_limits, wechat
+from storage.db import READ_ONLY
 
 
 class UnitOfWork:
     """Opens one transaction; handlers see repositories, the dispatcher commits once."""
 
-    def __init__(self, session_factory: async_sessionmaker) -> None:
+    def __init__(self, session_factory: async_sessionmaker, owner=None) -> None:
         self._factory = session_factory
+        #: The factory that made this unit of work: opens others (background work) and holds
+        #: the process-wide caches of this database (`caches`, e.g. the catalogue's text index).
+        self.factory = owner or UnitOfWorkFactory(session_factory)
+        self.caches: dict = self.factory.caches
         self.session: AsyncSession
 
     async def __aenter__(self) -> UnitOfWork:
@@ -38,12 +43,19 @@ class UnitOfWork:
         self.attendance, self.audit = analytics.AttendanceRepo(s), analytics.AuditRepo(s)
         self.stats, self.mydata = analytics.StatsQueries(s), analytics.LearnerDataRepo(s)
         self.leases = leases.LeaseRepo(s)
+        self.send_limits = send_limits.SendLimitRepo(s)
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             await self.session.rollback()
         await self.session.close()
+
+    async def read_only(self) -> UnitOfWork:
+        """Make this unit of work a reader: on SQLite it takes no write lock, so it never waits
+        for (nor holds up) writers. Call before anything else; it must not write."""
+        await self.session.connection(execution_options={READ_ONLY: True})
+        return self
 
     async def commit(self) -> None:
         """Commit everything done in this unit of work."""
@@ -59,6 +71,16 @@ class UnitOfWorkFactory:
 
     def __init__(self, session_factory: async_sessionmaker) -> None:
         self.session_factory = session_factory
+        #: What this process keeps in memory about this database (see `UnitOfWork.factory`).
+        self.caches: dict = {}
 
     def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory)
+        return UnitOfWork(self.session_factory, self)
+
+    async def close(self) -> None:
+        """Stop the background work of the caches (those with an `aclose`) and forget them."""
+        for cache in list(self.caches.values()):
+            stop = getattr(cache, "aclose", None)
+            if stop is not None:
+                await stop()
+        self.caches.clear()

@@ -150,3 +150,12 @@ async def telegram_app(db_url, clock, tg):
     yield app
     await channel.stop()
     await app.close()
+
+
+@pytest.fixture(autouse=True)
+def _searches_wait_for_the_catalog_index(monkeypatch):
+    """A search waits for the catalogue index being built instead of falling back to a plain
+    word match (production waits a quarter second), so answers do not depend on timing."""
+    from services import catalog_index
+
+    monkeypatch.setattr(catalog_index, "FIRST_WAIT_SECONDS", 60.0)
