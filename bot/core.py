@@ -252,6 +252,8 @@ class Router:
         self.kinds: dict[str, Route] = {}
         self.steps: dict[str, Route] = {}
         self.help: list[tuple[str, bool]] = []
+        #: Every command word (aliases such as `评分` included) → the command's name (`rate`).
+        self.names: dict[str, str] = {}
 
     def command(
         self, name: str, *aliases: str, admin: bool = False
@@ -261,6 +263,7 @@ class Router:
         def register(handler: Handler) -> Handler:
             for word in (name, *aliases):
                 self.commands[word.lower()] = Route(handler, admin)
+                self.names[word.lower()] = name
             self.help.append((name, admin))
             return handler
 
@@ -305,6 +308,7 @@ def merge_routers(routers: Iterable[Router]) -> Router:
                 raise ValueError(f"{table} routed twice: {sorted(clash)}")
             target.update(source)
         merged.help.extend(router.help)
+        merged.names.update(router.names)
     return merged
 
 
@@ -498,7 +502,8 @@ class Dispatcher:
         if route.admin and not self.settings.is_admin(msg.channel, msg.user_ref):
             log.warning("refused admin route to %s:%s", msg.channel, msg.user_ref)
             return [Reply(t("admin.refused"))]
-        refusal = check_numbers(msg.kind, msg.command, msg.args, msg.payload)
+        command = self.router.names.get(msg.command.lower(), msg.command)
+        refusal = check_numbers(msg.kind, command, msg.args, msg.payload)
         if refusal is not None and not step:
             log.info("refused %s %r: not a number we accept", msg.kind, msg.command or "button")
             try:

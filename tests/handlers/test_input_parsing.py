@@ -288,3 +288,9 @@ async def test_coupon_create_with_a_bad_discount_gets_its_usage_line(app, discou
 async def test_coupon_create_with_a_bad_count_or_course_gets_its_usage_line(app, extra):
     said = (await admin(app).send(f"/coupon create SAVE 20% {extra}")).text
     assert "/coupon create CODE" in said
+
+
+async def test_a_chinese_alias_with_a_bad_number_gets_the_commands_usage_line(app):
+    learner = Chat(app, "u7", locale="zh")
+    assert "用法：/rate" in (await learner.send(f"/评分 {SUPERSCRIPT}")).text
+    assert "用法：/reviews" in (await learner.send(f"/评价列表 {HUGE}")).text
