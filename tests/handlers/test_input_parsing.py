@@ -18,7 +18,7 @@ from bot.parsing import (
     payload_numbers,
 )
 from handlers.purchase import clip
-from storage.models import Course, LiveSession
+from storage.models import Broadcast, Course, LiveSession
 from tests.handlers.support import Chat
 
 GENERIC = "something went wrong"
@@ -294,3 +294,25 @@ async def test_a_chinese_alias_with_a_bad_number_gets_the_commands_usage_line(ap
     learner = Chat(app, "u7", locale="zh")
     assert "用法：/rate" in (await learner.send(f"/评分 {SUPERSCRIPT}")).text
     assert "用法：/reviews" in (await learner.send(f"/评价列表 {HUGE}")).text
+
+
+async def broadcasts(app) -> int:
+    async with app.uow() as uow:
+        return await uow.session.scalar(select(func.count()).select_from(Broadcast))
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ("all " + "x" * 4000, "too long (at most 3500 characters)"),
+        (f"all hello at 2026-12-0{SUPERSCRIPT}T10:00", "Usage: /announce"),
+        ("all hello at 0001-01-01T10:00", "Usage: /announce"),
+        ("all hello at 2020-01-01T10:00", "already passed"),
+        ("all hello at 9999-12-31T10:00", "Usage: /announce"),
+        (f"{HUGE} hello", "Usage: /announce"),
+        (f"#{SUPERSCRIPT} hello", "Usage: /announce"),
+    ],
+)
+async def test_announce_refuses_bad_fields_and_sends_nothing(app, args, said):
+    assert said in (await admin(app).send(f"/announce {args}")).text
+    assert await broadcasts(app) == 0
