@@ -1,5 +1,5 @@
 """Courses: updated_at (indexed), so the search index reads only what changed; created_at
-indexed (the newest courses)
+indexed (the newest courses); (category_id, active) covers the catalogue's counts
 
 Revision ID: 0005
 Revises: 0004
@@ -20,10 +20,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_courses_updated", ["updated_at"])
         batch_op.create_index("ix_courses_created", ["created_at"])
+        batch_op.create_index("ix_courses_category_active", ["category_id", "active"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("courses", schema=None) as batch_op:
+        batch_op.drop_index("ix_courses_category_active")
         batch_op.drop_index("ix_courses_created")
         batch_op.drop_index("ix_courses_updated")
         batch_op.drop_column("updated_at")
