@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +18,7 @@ from storage.db import make_engine, make_session_factory
 from storage.migrate import upgrade_engine
 from storage.uow import UnitOfWorkFactory
 
+log = logging.getLogger(__name__)
 
 def training_schedule(settings: Settings) -> str:
     """When the scheduler trains the recommender, in words for the start-up log line."""
@@ -28,12 +32,18 @@ def training_schedule(settings: Settings) -> str:
     return "by the scheduler " + " or ".join(when)
 
 
-async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Clock):
-    """The recommender with the saved model, or popularity counted by the database."""
-    from recommender.model import POSITIVE_THRESHOLD
+#: Up to this many stored interactions popularity is counted before start-up ends; above, it is
+#: counted in the background (start-up does not grow with them; popularity serves when done).
+POPULARITY_INLINE_MAX = 100_000
+
+
+async def load_recommender(
+    settings: Settings, uow: UnitOfWorkFactory, clock: Clock, tasks: list | None = None
+):
+    """The recommender with the saved model, or popularity counted by the database.
+
+    A background count (many interactions) is appended to `tasks` when given."""
     from recommender.service import Recommender
-    from recommender.signals import positive_rule
-    from storage.popularity import positive_learners_per_course
 
     recommender = Recommender(
         settings.recommender_model_path,
@@ -41,12 +51,38 @@ async def load_recommender(settings: Settings, uow: UnitOfWorkFactory, clock: Cl
         reload_seconds=settings.recommender_reload_seconds,
         training_schedule=training_schedule(settings),
     )
-    if recommender.model is None:  # one row per course, however many interactions are stored
-        rule = positive_rule(recommender.weights, POSITIVE_THRESHOLD)
-        async with uow() as work:
-            counts = await positive_learners_per_course(work.session, *rule)
-        recommender.set_popularity(counts)
+    if recommender.model is not None:
+        return recommender
+    async with uow() as work:
+        stored = await work.interactions.newest_id()
+    if stored <= POPULARITY_INLINE_MAX or tasks is None:
+        await count_popularity(recommender, uow)
+    else:
+        task = asyncio.create_task(_count_in_background(recommender, uow), name="popularity")
+        tasks.append(task)
     return recommender
+
+
+async def count_popularity(recommender, uow: UnitOfWorkFactory) -> None:
+    """Serve per-course popularity counted in one aggregate query (one row per course)."""
+    from recommender.model import POSITIVE_THRESHOLD
+    from recommender.signals import positive_rule
+    from storage.popularity import positive_learners_per_course
+
+    rule = positive_rule(recommender.weights, POSITIVE_THRESHOLD)
+    started = time.perf_counter()
+    async with uow() as work:
+        counts = await positive_learners_per_course(work.session, *rule)
+    recommender.set_popularity(counts)
+    seconds = time.perf_counter() - started
+    log.info("popularity of %d courses counted in %.1f s", len(counts), seconds)
+
+
+async def _count_in_background(recommender, uow: UnitOfWorkFactory) -> None:
+    try:
+        await count_popularity(recommender, uow)
+    except Exception:  # noqa: BLE001 - popularity stays empty; suggestions still have content
+        log.exception("counting course popularity failed; serving without it")
 
 
 @dataclass
@@ -65,6 +101,7 @@ class App:
     sender_state: Any = None  # rate limiters of scheduler.sender
     web: Any = None  # bot.channels.web.WebServer when this process serves HTTP
     started: list = field(default_factory=list)  # channels started by bot.runner
+    tasks: list = field(default_factory=list)  # background start-up work (popularity count)
 
     def wake(self) -> None:
         """Ask this process's scheduler and sender (when they run here) to look again soon."""
@@ -74,6 +111,8 @@ class App:
 
     async def close(self) -> None:
         """Stop started channels and the web server, release the database connections."""
+        for task in self.tasks:
+            task.cancel()
         for channel in reversed(self.started):
             await channel.stop()
         self.started.clear()
@@ -94,15 +133,16 @@ async def build_app(
     channels = Channels()
     clock = clock or SystemClock()
     app: App | None = None
+    tasks: list = []
     deps: dict[str, Any] = {
         "settings": settings,
         "clock": clock,
         "channels": channels,
-        "recommender": await load_recommender(settings, uow, clock),
+        "recommender": await load_recommender(settings, uow, clock, tasks),
         "wake": lambda: app.wake(),
         **extra_deps,
     }
     dispatcher = Dispatcher(build_router(), uow, deps)
-    app = App(settings, engine, uow, dispatcher, channels, clock, deps)
+    app = App(settings, engine, uow, dispatcher, channels, clock, deps, tasks=tasks)
     await quiet_start(app)
     return app

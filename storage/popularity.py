@@ -13,33 +13,33 @@ from sqlalchemy import bindparam, text
 
 _POSITIVE_PER_COURSE = text(
     """
-    WITH latest AS (
-        SELECT learner_id, course_id, value,
-               ROW_NUMBER() OVER (
-                   PARTITION BY learner_id, course_id ORDER BY created_at DESC, id DESC
-               ) AS n
-        FROM interactions
-        WHERE kind = 'rating' AND value IS NOT NULL AND course_id IS NOT NULL
-    ),
-    pairs AS (
+    SELECT course_id, COUNT(*) AS learners
+    FROM (
         SELECT learner_id, course_id,
                MAX(CASE WHEN kind = 'refund' THEN 1 ELSE 0 END) AS refunded,
-               MAX(CASE WHEN kind IN :liked THEN 1 ELSE 0 END) AS liked
-        FROM interactions
-        WHERE course_id IS NOT NULL
+               MAX(CASE WHEN kind IN :liked THEN 1 ELSE 0 END) AS liked,
+               MAX(CASE WHEN newest = 1 THEN stars END) AS stars
+        FROM (
+            SELECT learner_id, course_id, kind,
+                   CASE WHEN kind = 'rating' THEN value END AS stars,
+                   ROW_NUMBER() OVER (
+                       PARTITION BY learner_id, course_id,
+                                    CASE WHEN kind = 'rating' AND value IS NOT NULL
+                                         THEN 1 ELSE 0 END
+                       ORDER BY created_at DESC, id DESC
+                   ) AS newest
+            FROM interactions
+            WHERE course_id IS NOT NULL
+        ) events
         GROUP BY learner_id, course_id
-    )
-    SELECT p.course_id, COUNT(*) AS learners
-    FROM pairs p
-    LEFT JOIN latest r
-        ON r.learner_id = p.learner_id AND r.course_id = p.course_id AND r.n = 1
+    ) pairs
     WHERE CASE
-        WHEN r.value IS NOT NULL THEN
-            (CASE WHEN r.value < 1 THEN 1 WHEN r.value > 5 THEN 5 ELSE r.value END) >= :min_stars
-        WHEN p.refunded = 1 THEN :refund_counts
-        ELSE p.liked = 1
+        WHEN stars IS NOT NULL THEN
+            (CASE WHEN stars < 1 THEN 1 WHEN stars > 5 THEN 5 ELSE stars END) >= :min_stars
+        WHEN refunded = 1 THEN :refund_counts
+        ELSE liked = 1
     END
-    GROUP BY p.course_id
+    GROUP BY course_id
     """
 ).bindparams(bindparam("liked", expanding=True))
 

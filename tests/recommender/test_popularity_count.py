@@ -52,3 +52,31 @@ async def test_the_database_count_is_the_recommenders_count(app, clock):
             expected = Recommender(weights=weights)
             expected.update_popularity(interactions)
             assert counted == expected.popularity() and counted
+
+
+async def test_with_many_interactions_popularity_is_counted_after_start_up(
+    app, clock, monkeypatch
+):
+    from bot import bootstrap
+    from tests.conftest import make_settings
+
+    async with app.uow() as uow:
+        learner = Learner(display_name="l", created_at=clock.now())
+        uow.session.add(learner)
+        await uow.session.flush()
+        course = (await uow.session.scalars(select(Course.id))).first()
+        uow.session.add(
+            Interaction(
+                learner_id=learner.id, course_id=course, kind="purchase", created_at=clock.now()
+            )
+        )
+        await uow.commit()
+    monkeypatch.setattr(bootstrap, "POPULARITY_INLINE_MAX", 0)
+    url = app.engine.url.render_as_string(hide_password=False)
+    second = await bootstrap.build_app(make_settings(url), clock=clock)
+    try:
+        [task] = second.tasks
+        await task
+        assert second.deps["recommender"].popularity() == {course: 1.0}
+    finally:
+        await second.close()
