@@ -14,6 +14,7 @@ FEATURES = [
     "mycourses",
     "language",
     "admin",
+    "addcourse",
     "recommend",
     "feedback",
     "questions",

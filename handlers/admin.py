@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from bot.core import Button, Incoming, Reply, Router, esc, expect_text
-from bot.parsing import MAX_STARS, parse_id, payload_id
+from bot.parsing import parse_id, payload_id
+from handlers.addcourse import hint_text
+from handlers.addcourse import start as start_guided
 from handlers.catalog import course_title
 from services import admin as service
 from services import audit
@@ -170,6 +172,8 @@ async def add_course(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     actor = await _actor(msg, uow, learner, settings)
     if not actor.is_staff:
         return Reply(t("admin.refused"))
+    if not msg.args.strip():
+        return await start_guided(uow, learner, t)
     slugs = await service.category_slugs(uow)
     slug_text = esc(", ".join(slugs) or "-")
     parsed = service.parse_new_course(msg.args)
@@ -190,18 +194,8 @@ def _field_problem(problem: FieldProblem, t, slugs: str) -> str:
         "addcourse.bad_field",
         n=problem.number,
         field=t(f"field.{problem.field}"),
-        hint=_hint(problem.hint, t, slugs, problem.limit),
+        hint=hint_text(problem.hint, t, slugs, problem.limit),
     )
-
-
-def _hint(hint: str, t, slugs: str, limit: int = 0) -> str:
-    if hint == "category":
-        return t("hint.category", slugs=slugs)
-    if hint == "too_long":
-        return t("hint.too_long", limit=limit or service.MAX_TEXT_FIELD)
-    if hint == "stars":
-        return t("hint.stars", max=MAX_STARS)
-    return t(f"hint.{hint}")
 
 
 @router.command("editcourse", "修改课程")
@@ -227,7 +221,7 @@ async def edit_course(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
         return Reply(usage)
     field = t(f"field.{edited.field}")
     if edited.status is EditStatus.BAD_VALUE:
-        hint = _hint(edited.hint, t, slugs, edited.limit)
+        hint = hint_text(edited.hint, t, slugs, edited.limit)
         return Reply(t("editcourse.bad_value", value=esc(edited.value), field=field, hint=hint))
     return Reply(t("editcourse.done", id=course_id, field=field, value=esc(edited.value)))
 

@@ -208,6 +208,44 @@ def parse_new_course(line: str) -> NewCourse | FieldProblem:
     )
 
 
+@dataclass(frozen=True)
+class FieldCheck:
+    """One /addcourse field checked: its value as stored, or the `hint` of what is wrong."""
+
+    value: Any = None
+    hint: str = ""
+    limit: int = 0
+
+
+async def check_field(uow, name: str, text: str) -> FieldCheck:
+    """Check one field of a new course as the one-line /addcourse checks it (guided form)."""
+    text = text.strip()
+    if (problem := text_problem(name, text)) is not None:
+        return FieldCheck(None, *problem)
+    if name == "category" and await uow.courses.category_by_slug(text) is None:
+        return FieldCheck(None, "category")
+    if name == "stars":
+        stars = parse_stars(text)
+        return FieldCheck(stars) if stars is not None else FieldCheck(None, "stars")
+    if name == "cny":
+        fen = parse_fen(text)
+        return FieldCheck(fen) if fen is not None else FieldCheck(None, "cny")
+    return FieldCheck(text)
+
+
+def new_course(values: dict[str, Any]) -> NewCourse:
+    """A NewCourse from checked field values keyed by `NEW_COURSE_FIELDS` names."""
+    return NewCourse(
+        category_slug=values["category"],
+        title_zh=values["title_zh"],
+        title_en=values["title_en"],
+        price_stars=values["stars"],
+        price_fen=values["cny"],
+        instructor_name=values["instructor"],
+        description=values["description"],
+    )
+
+
 async def category_slugs(uow) -> list[str]:
     """Slugs of every category, in display order (for usage texts and field hints)."""
     stmt = select(Category.slug).order_by(Category.position, Category.id)
