@@ -10,6 +10,7 @@ from handlers.catalog import FROM_RECOMMENDATION, category_name, course_title, l
 from handlers.mycourses import after_my_courses
 from handlers.purchase import after_purchase
 from services.catalog import currency_of
+from services.stats import suggestions_shown
 from services.suggestions import Suggested, suggestions
 
 router = Router()
@@ -35,11 +36,13 @@ async def suggestions_reply(
     """Up to five courses the learner does not own, each once: id, price, next session and
     its reason on its button; None when none.
 
-    Their buttons are `course:<id>:rec`, so opening one records a recommendation click.
+    Their buttons are `course:<id>:rec`, so opening one records a recommendation click; the
+    courses shown are recorded as impressions (click-through in /stats).
     """
     picks = await suggestions(uow, recommender, learner.id)
     if not picks:
         return None
+    await suggestions_shown(uow, learner.id, [pick.course.id for pick in picks], clock.now())
     notes = {pick.course.id: plain_reason(pick, t) for pick in picks}
     currency = currency or currency_of(channels, msg.channel)
     courses = [pick.course for pick in picks]

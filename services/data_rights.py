@@ -34,6 +34,7 @@ OWN_ROWS = (
     (m.Rating, "learner_id"),
     (m.Question, "learner_id"),
     (m.Interaction, "learner_id"),
+    (m.RecImpression, "learner_id"),
     (m.Reminder, "learner_id"),
     (m.OutboxMessage, "learner_id"),
     (m.Attendance, "learner_id"),

@@ -74,6 +74,8 @@ class Report:
     open_questions: int = 0
     rec_clicks: int = 0
     rec_bought: int = 0
+    rec_impressions: int = 0  # (learner, course) pairs suggested in the window
+    rec_clicked: int = 0  # of those pairs, the ones opened from a suggestion in the window
     coupon_uses: int = 0
     coupon_discount: dict[str, int] = field(default_factory=dict)
     per_day: dict[date, dict] = field(default_factory=dict)
@@ -97,6 +99,11 @@ class Report:
     def retention(self) -> float | None:
         """30-day retention of the purchase cohort."""
         return self.share(self.retained, self.cohort)
+
+    @property
+    def rec_ctr(self) -> float | None:
+        """Click-through: suggested pairs that were opened from the suggestion."""
+        return self.share(self.rec_clicked, self.rec_impressions)
 
     @property
     def rec_conversion(self) -> float | None:
@@ -213,6 +220,9 @@ async def report(
 
     clicks = await q.first_touches(Signal.REC_CLICK.value, course_ids, since, now)
     out.rec_clicks = len(clicks)
+    shown = await q.shown_pairs(course_ids, since, now)
+    out.rec_impressions = len(shown)
+    out.rec_clicked = len(shown & {(learner, course) for learner, course, _ in clicks})
     out.rec_bought = sum(
         1
         for learner, course, at in clicks
@@ -223,3 +233,8 @@ async def report(
     out.coupon_uses = sum(n for _, n, _ in uses)
     out.coupon_discount = {c: s for c, _, s in uses}
     return out
+
+
+async def suggestions_shown(uow, learner_id: int, course_ids: list[int], now: datetime) -> int:
+    """Record the courses just suggested to a learner (the impressions of click-through)."""
+    return await uow.impressions.shown(learner_id, course_ids, now)

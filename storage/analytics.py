@@ -24,8 +24,9 @@ from storage.models import (
     Payment,
     Question,
     Rating,
+    RecImpression,
 )
-from storage.repos import Repo, chunks, insert_ignore
+from storage.repos import Repo, chunks, insert_ignore, insert_ignore_many
 
 
 def _in_scope(column, course_ids: Sequence[int] | None):
@@ -186,6 +187,19 @@ class AuditRepo(Repo):
         return list((await self.session.execute(stmt)).scalars())
 
 
+class ImpressionRepo(Repo):
+    """Suggestions shown to learners (one row per learner, course and day)."""
+
+    async def shown(self, learner_id: int, course_ids: Sequence[int], now: datetime) -> int:
+        """Record that these courses were suggested now; returns how many rows were new."""
+        day = now.date().toordinal()
+        rows = [
+            dict(learner_id=learner_id, course_id=c, day=day, shown_at=now)
+            for c in dict.fromkeys(course_ids)
+        ]
+        return await insert_ignore_many(self.session, RecImpression, rows)
+
+
 class StatsQueries(Repo):
     """The read side of /stats and /export: grouped in SQL, small results."""
 
@@ -267,6 +281,19 @@ class StatsQueries(Repo):
             .group_by(Interaction.learner_id, Interaction.course_id)
         )
         return [tuple(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def shown_pairs(self, course_ids, since, until) -> set[tuple[int, int]]:
+        """(learner, course) pairs shown as a suggestion in the window."""
+        stmt = (
+            select(RecImpression.learner_id, RecImpression.course_id)
+            .where(
+                _in_scope(RecImpression.course_id, course_ids),
+                _since(RecImpression.shown_at, since),
+                RecImpression.shown_at <= until,
+            )
+            .distinct()
+        )
+        return {(r[0], r[1]) for r in (await self.session.execute(stmt)).all()}
 
     async def sessions(self, course_ids, since, until) -> list[LiveSession]:
         """Sessions that started in the window, oldest first."""

@@ -438,3 +438,20 @@ class ChatTurn(Base):
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     user_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
     free_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+# --- issue 13: recommendation click-through (impressions next to the rec_click signals) ---
+class RecImpression(Base):
+    """A course shown to a learner as a suggestion: one row per learner, course and UTC day
+    (`day` = the date's ordinal), so /stats counts click-through over distinct pairs."""
+
+    __tablename__ = "rec_impressions"
+    __table_args__ = (
+        UniqueConstraint("learner_id", "course_id", "day", name="uq_rec_impressions_day"),
+        Index("ix_rec_impressions_course_shown", "course_id", "shown_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    day: Mapped[int] = mapped_column(Integer)
+    shown_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

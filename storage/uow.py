@@ -42,6 +42,7 @@ class UnitOfWork:
         self.roles, self.coupons = analytics.RoleRepo(s), analytics.CouponRepo(s)
         self.attendance, self.audit = analytics.AttendanceRepo(s), analytics.AuditRepo(s)
         self.stats, self.mydata = analytics.StatsQueries(s), analytics.LearnerDataRepo(s)
+        self.impressions = analytics.ImpressionRepo(s)
         self.leases = leases.LeaseRepo(s)
         self.send_limits = send_limits.SendLimitRepo(s)
         return self
