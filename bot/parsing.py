@@ -15,7 +15,7 @@ handler runs, so handlers that still read `int(text)` after `isdigit()` are safe
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 #: Largest value of an `Integer` column (ids, page numbers, counts) on SQLite and PostgreSQL.
@@ -181,6 +181,28 @@ def parse_local_datetime(
         now = now or datetime.now(UTC)
         return moment if now - past <= moment <= now + future else None
     return None
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_date(
+    text: str,
+    now: datetime | None = None,
+    past: timedelta = PAST_WINDOW,
+    future: timedelta = FUTURE_WINDOW,
+) -> date | None:
+    """`YYYY-MM-DD` (ASCII) as a date within [today - past, today + future], else None
+    (`2026-02-30`, `9999-12-31`, `0001-01-01`)."""
+    text = text.strip()
+    if not _DATE.fullmatch(text):
+        return None
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        return None
+    today = (now or datetime.now(UTC)).date()
+    return day if today - past <= day <= today + future else None
 
 
 def _from_now(text: str, now: datetime, future: timedelta) -> datetime | None:

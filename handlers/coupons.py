@@ -43,7 +43,7 @@ async def coupon(msg: Incoming, uow, learner, t, settings, clock) -> Reply:
     verb = verb.lower()
     now = clock.now()
     if verb in ("create", "new", "创建"):
-        new = service.parse_create(rest, settings.zone)
+        new = service.parse_create(rest, settings.zone, now)
         if new is None:
             return Reply(t("coupon.usage"))
         created = await service.create(uow, actor, new, now)

@@ -24,7 +24,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.i18n import CNY, STARS
-from bot.parsing import MAX_AMOUNT, parse_id, parse_int, parse_yuan
+from bot.parsing import MAX_AMOUNT, parse_date, parse_id, parse_int, parse_yuan
 
 PERCENT, FIXED = "percent", "fixed"
 CODE = re.compile(r"^[A-Z0-9_-]{3,32}$")
@@ -81,7 +81,7 @@ class NewCoupon:
     course_id: int | None = None
 
 
-def parse_create(args: str, zone: ZoneInfo) -> NewCoupon | None:
+def parse_create(args: str, zone: ZoneInfo, now: datetime | None = None) -> NewCoupon | None:
     """`CODE 20%|50stars|10cny [max_uses] [until YYYY-MM-DD] [course_id]` (`-` skips a field).
 
     A last day counts to its end in `zone`. None when malformed.
@@ -102,9 +102,8 @@ def parse_create(args: str, zone: ZoneInfo) -> NewCoupon | None:
             if course_id is None:
                 return None
         elif re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", part):
-            try:
-                day = datetime.strptime(part, "%Y-%m-%d").date()
-            except ValueError:
+            day = parse_date(part, now)
+            if day is None:
                 return None
             until = datetime.combine(day + timedelta(days=1), time(), zone) - timedelta(seconds=1)
         elif n == 0 and parse_int(part) is not None:

@@ -316,3 +316,10 @@ async def broadcasts(app) -> int:
 async def test_announce_refuses_bad_fields_and_sends_nothing(app, args, said):
     assert said in (await admin(app).send(f"/announce {args}")).text
     assert await broadcasts(app) == 0
+
+
+@pytest.mark.parametrize("until", ["9999-12-31", "0001-01-01", "2026-02-30", "2020-01-01"])
+async def test_coupon_create_with_a_date_outside_the_window_gets_its_usage_line(app, until):
+    said = (await admin(app).send(f"/coupon create SAVE 20% 5 {until}")).text
+    assert "/coupon create CODE" in said
+    assert "SAVE" in (await admin(app).send("/coupon create SAVE 20% 5 2026-12-31")).text
