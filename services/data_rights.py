@@ -6,7 +6,8 @@ texts of reviews and questions (and answers to them); pending messages and remin
 channel account id kept on payments and WeChat Pay orders; conversation state; the account id
 in update keys and in the audit log. Kept, under the now anonymous learner number: orders,
 payments (amount, currency, status, dates: bookkeeping law requires them), enrolments, numeric
-ratings, attendance and interactions (no personal field; they keep course figures right).
+ratings, attendance, interactions and suggestions shown (no personal field; they keep course
+figures right).
 """
 
 from __future__ import annotations
