@@ -1,6 +1,6 @@
 """Start-up: `coursebot run` vs a bare aiogram echo bot, spawn → first update answered.
 
-Usage: python bench/startup.py [--rounds N] [--interactions N] [--idle SECONDS]
+Usage: python bench/startup.py [--rounds N] [--interactions N] [--idle SECONDS] [--before DIR]
 
 Before each spawn a `/start` waits at the fake Bot API (tests/fakes/telegram_api.py); the clock
 stops when the bot's answer reaches the fake. Runs are interleaved (ours, echo, ours, …) on a copy
@@ -8,6 +8,8 @@ of one database already at the newest migration with the demo catalog (a restart
 case). Prints each run, the medians and their ratio, and coursebot's idle RSS (VmRSS from
 /proc/<pid>/status, `--idle` seconds after its first answer). `--interactions N` adds N stored
 interactions (and N/10 learners) to that database, to show start-up does not grow with them.
+`--before DIR` also runs the coursebot of another checkout (e.g. `git archive <commit>` unpacked
+there) in the same rounds, on its own database, for before/after figures from one run.
 """
 
 from __future__ import annotations
@@ -58,13 +60,18 @@ def bot_env(db: Path, tg: FakeTelegram) -> dict:
     }
 
 
-def prepare(folder: Path, tg: FakeTelegram, interactions: int) -> Path:
-    """A database at head with the demo catalog and `interactions` stored interactions."""
+def prepare(folder: Path, tg: FakeTelegram, interactions: int, code: Path = ROOT) -> Path:
+    """A database at head (of `code`) with the demo catalog and `interactions` interactions."""
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "template.db"
     env = bot_env(db, tg)
-    subprocess.run([sys.executable, "-m", "bot", "seed-demo"], env=env, cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "bot", "seed-demo"],
+        env=env,
+        cwd=code,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     if interactions:
         add_interactions(db, interactions)
     return db
@@ -89,7 +96,9 @@ def add_interactions(db: Path, n: int) -> None:
             "VALUES (?, ?, ?, ?, ?)",
             (
                 (
-                    rnd.choice(learners), rnd.choice(courses), kind,
+                    rnd.choice(learners),
+                    rnd.choice(courses),
+                    kind,
                     float(rnd.randint(1, 5)) if kind == "rating" else None,
                     (start + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f"),
                 )
@@ -106,20 +115,21 @@ def fresh_copy(template: Path, folder: Path, name: str) -> Path:
 
 
 async def first_answer(
-    tg: FakeTelegram, argv: list[str], env: dict, user_id: int, idle: float | None
+    tg: FakeTelegram, argv: list[str], env: dict, user_id: int, cwd: Path, idle: float
 ) -> tuple[float, float]:
     """Seconds from spawn until the bot answered a waiting /start, and RSS (MB) `idle` s later."""
     await tg.user(user_id, language_code="zh").send("/start")
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        *argv,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         await tg.wait_for_message(user_id, timeout=180)
         elapsed = time.perf_counter() - start
-        if idle is None:
-            return elapsed, float("nan")
         await asyncio.sleep(idle)  # idle: background warm-up done, nothing to answer
         return elapsed, rss_mb(proc.pid)
     finally:
@@ -127,45 +137,56 @@ async def first_answer(
         await proc.wait()
 
 
+def contenders(args, folder: Path, tg: FakeTelegram) -> list[tuple[str, Path, Path | None]]:
+    """(label, code folder, template database or None for the echo bot) of each bot to time."""
+    out = [("coursebot", ROOT, prepare(folder / "ours", tg, 0))]
+    if args.before:
+        before = Path(args.before).resolve()
+        out.append(("coursebot before", before, prepare(folder / "before", tg, 0, before)))
+    out.append(("bare aiogram echo", ROOT, None))
+    if args.interactions:
+        big = prepare(folder / "big", tg, args.interactions)
+        out.append((f"coursebot, {args.interactions:,} interactions", ROOT, big))
+        if args.before:
+            big = prepare(folder / "big-before", tg, args.interactions, before)
+            out.append((f"coursebot before, {args.interactions:,} interactions", before, big))
+    return out
+
+
 async def main(args: argparse.Namespace) -> None:
-    """Run the rounds and print the figures."""
-    ours, echo, memory, scaled = [], [], [], []
+    """Run the rounds (each bot once per round, interleaved) and print the figures."""
     folder = Path(tempfile.mkdtemp(prefix="coursebot-startup-"))
+    results: dict[str, list[tuple[float, float]]] = {}
     async with FakeTelegram() as tg:
-        template = prepare(folder, tg, 0)
-        big = prepare(folder / "big", tg, args.interactions) if args.interactions else None
-        bot = [sys.executable, "-m", "bot", "run"]
+        bots = contenders(args, folder, tg)
         for n in range(args.rounds):
-            db = fresh_copy(template, folder, f"run{n}")
-            seconds, rss = await first_answer(tg, bot, bot_env(db, tg), 1000 + n, args.idle)
-            ours.append(seconds)
-            memory.append(rss)
-            argv = [sys.executable, "-c", ECHO, tg.base_url, tg.token]
-            seconds_echo, _ = await first_answer(tg, argv, dict(os.environ), 2000 + n, None)
-            echo.append(seconds_echo)
-            line = f"round {n + 1}: coursebot {seconds:.2f} s ({rss:.0f} MB), "
-            line += f"echo {seconds_echo:.2f} s"
-            if big is not None:
-                db = fresh_copy(big, folder, f"big{n}")
-                seconds_big, _ = await first_answer(tg, bot, bot_env(db, tg), 3000 + n, None)
-                scaled.append(seconds_big)
-                line += f", coursebot with {args.interactions:,} interactions {seconds_big:.2f} s"
-            print(line, flush=True)
-    report(ours, echo, memory, scaled, args.interactions)
+            line = []
+            for i, (label, code, template) in enumerate(bots):
+                user = 1000 * (i + 1) + n
+                if template is None:
+                    argv, env = [sys.executable, "-c", ECHO, tg.base_url, tg.token], os.environ
+                else:
+                    db = fresh_copy(template, template.parent, f"run{n}")
+                    argv, env = [sys.executable, "-m", "bot", "run"], bot_env(db, tg)
+                result = await first_answer(tg, argv, dict(env), user, code, args.idle)
+                results.setdefault(label, []).append(result)
+                line.append(f"{label} {result[0]:.2f} s ({result[1]:.0f} MB)")
+            print(f"round {n + 1}: " + ", ".join(line), flush=True)
+    report(results)
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def report(ours, echo, memory, scaled, interactions: int) -> None:
-    """Print the medians."""
-    a, b = statistics.median(ours), statistics.median(echo)
-    print(
-        f"median spawn → first answer: coursebot {a:.2f} s, bare aiogram echo {b:.2f} s, "
-        f"difference {a - b:+.2f} s, ratio {a / b:.2f}"
-    )
-    print(f"coursebot idle RSS after its first answer: median {statistics.median(memory):.0f} MB")
-    if scaled:
-        big = statistics.median(scaled)
-        print(f"coursebot with {interactions:,} interactions: median {big:.2f} s")
+def report(results: dict[str, list[tuple[float, float]]]) -> None:
+    """Print the median time to the first answer and the median idle RSS of each bot."""
+    echo = statistics.median(t for t, _ in results["bare aiogram echo"])
+    print("median spawn → first answer, idle RSS after it:")
+    for label, runs in results.items():
+        seconds = statistics.median(t for t, _ in runs)
+        rss = statistics.median(m for _, m in runs)
+        print(
+            f"  {label:42s} {seconds:6.2f} s  {rss:4.0f} MB  "
+            f"(vs echo {seconds - echo:+.2f} s, ×{seconds / echo:.2f})"
+        )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -174,6 +195,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interactions", type=int, default=0)
     parser.add_argument("--idle", type=float, default=2.0)
+    parser.add_argument("--before", help="another checkout of coursebot to time alongside")
     return parser.parse_args(argv)
 
 

@@ -72,6 +72,7 @@ async def count_popularity(recommender, uow: UnitOfWorkFactory) -> None:
     rule = positive_rule(recommender.weights, POSITIVE_THRESHOLD)
     started = time.perf_counter()
     async with uow() as work:
+        await work.read_only()  # on SQLite: no write lock held while the database counts
         counts = await positive_learners_per_course(work.session, *rule)
     recommender.set_popularity(counts)
     seconds = time.perf_counter() - started
