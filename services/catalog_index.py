@@ -150,6 +150,16 @@ async def current_index(uow) -> LiveIndex | None:
     return await catalog_index(uow).current(uow)
 
 
+async def built_index(uow) -> LiveIndex | None:
+    """The index as last built and updated, without looking for changes (None while the
+    first build runs; it is started, and waited for as `current` does)."""
+    index = catalog_index(uow)
+    if index.live is None:
+        index.start()
+        await asyncio.wait({index._task}, timeout=FIRST_WAIT_SECONDS)
+    return index.live
+
+
 async def index_ready(uow) -> bool:
     """True once the catalogue index is built (starts the build when nobody has)."""
     index = catalog_index(uow)

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from bot.textindex import TextIndex
-from services.catalog_index import current_index
+from services.catalog_index import built_index
 from services.recommendations import info_from_row, interaction
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ async def suggestions(uow, recommender, learner_id: int, n: int = SUGGESTIONS) -
         if r.course_id is not None
     ]
     owned = await uow.enrolments.course_ids_of(learner_id)
-    index = await current_index(uow)
+    index = await built_index(uow)  # content neighbours need not see the last minute's changes
     try:
         recommender.refresh()
         catalog, browsed = await _candidates(uow, recommender, learner_id, owned, history, index)
@@ -67,12 +67,11 @@ async def suggestions(uow, recommender, learner_id: int, n: int = SUGGESTIONS) -
 async def _candidates(uow, recommender, learner_id, owned, history, index):
     """The learner's touched courses and the candidates, as CourseInfo by id; browsed slugs."""
     touched = {h.course_id for h in history} | set(owned)
-    rows = {r.id: r for r in await uow.courses.infos(touched)}
-    browsed = {r.category for r in rows.values()}
     pool = set(recommender.candidates(learner_id, set(owned), history, CANDIDATES))
     if index is not None:
         pool |= set(index.base.nearest(sorted(touched), CANDIDATES))
-    rows.update((r.id, r) for r in await uow.courses.infos(pool - rows.keys()))
+    rows = {r.id: r for r in await uow.courses.infos(touched | pool)}
+    browsed = {rows[c].category for c in touched if c in rows}
     rows.update((r.id, r) for r in await uow.courses.newest_in(sorted(browsed), CANDIDATES))
     if len(rows) - len(touched) < CANDIDATES:  # little known yet: the newest of the catalogue
         rows.update((r.id, r) for r in await uow.courses.newest_in(None, CANDIDATES))

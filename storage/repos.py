@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from storage.models import (
     Category,
@@ -220,7 +220,7 @@ class CourseRepo(Repo):
             stmt = (
                 select(Course)
                 .where(Course.id.in_(chunk))
-                .options(selectinload(Course.category))
+                .options(joinedload(Course.category))  # one statement: a many-to-one join
             )
             if active_only:
                 stmt = stmt.where(Course.active.is_(True))
