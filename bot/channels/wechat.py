@@ -75,6 +75,7 @@ from bot.core import (
     Unreachable,
 )
 from bot.i18n import CNY, translator_for
+from bot.parsing import is_number, parse_id
 from services import downloads
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def qr_png(data: str) -> bytes:
 def order_id_of(payload: str) -> int | None:
     """The order id in an invoice payload `order:<id>`."""
     prefix, _, number = payload.partition(":")
-    return int(number) if prefix == "order" and number.isdigit() else None
+    return parse_id(number) if prefix == "order" else None
 
 
 def scene_command(key: str) -> tuple[str, str]:
@@ -411,7 +412,7 @@ class WeChatChannel(Channel):
             return Incoming(
                 kind="command", command=head.lower(), args=args.strip(), text=text, **base
             )
-        if text.isdigit():
+        if is_number(text):
             async with self.app.uow() as uow:
                 shown = await uow.kv.get(options_key(base["user_ref"]))
             options = (shown or {}).get("options", [])

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bot.core import ChannelError, RejectedMessage
+from bot.parsing import is_number
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def transaction_of(resource: dict) -> Transaction:
 def fresh(headers, now: float, window: float = FRESH_SECONDS) -> bool:
     """True when the `Wechatpay-Timestamp` header is within `window` seconds of `now`."""
     stamp = str(headers.get("Wechatpay-Timestamp", "")).strip()
-    if not stamp.isdigit() or len(stamp) > 12:
+    if not is_number(stamp) or len(stamp) > 12:
         return False
     return abs(now - int(stamp)) <= window
 
