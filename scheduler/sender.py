@@ -149,39 +149,39 @@ class SharedLimits:
         return result
 
     @contextlib.asynccontextmanager
-    async def chat(self, channel: str, user_ref: str) -> AsyncIterator[None]:
-        """Hold the chat's shared turn; it comes back `CHAT_GAP` after the body (the send)."""
+    async def turn(self, channel: str, user_ref: str, rate: float, local) -> AsyncIterator[None]:
+        """Hold the chat's shared turn, then the `local` limiter's slot, then one of the
+        channel's shared slots, for the body (the send). The shared slot frees one window and
+        the chat `CHAT_GAP` after the body, both given back in one transaction."""
         while (wait := await self._run("take_chat", channel, user_ref, SHARED_HOLD_SECONDS)) > 0:
             await self.sleep(min(wait, CHAT_GAP))
+        slot, cap = None, max(1, math.floor(rate))
         try:
-            yield
+            async with local:
+                slot = await self._take_slot(channel, cap)
+                yield
         finally:
-            await self._run("free_chat", channel, user_ref, CHAT_GAP)
+            async with self.app.uow() as uow:
+                if slot is not None:
+                    await uow.send_limits.free_slot(channel, slot, max(1.0, cap / rate))
+                await uow.send_limits.free_chat(channel, user_ref, CHAT_GAP)
+                await uow.commit()
+            await self._tidy()
 
-    @contextlib.asynccontextmanager
-    async def slot(self, channel: str, rate: float) -> AsyncIterator[None]:
-        """Hold one of the channel's shared slots from now until one window after the body."""
-        cap = max(1, math.floor(rate))
+    async def _take_slot(self, channel: str, cap: int) -> int:
         if self._caps.get(channel) != cap:
             await self._run("ensure_slots", channel, cap)
             self._caps[channel] = cap
         while True:
             taken, wait = await self._run("take_slot", channel, SHARED_HOLD_SECONDS)
             if taken is not None:
-                break
+                return taken
             await self.sleep(min(max(wait, 0.005), 1.0))
-        try:
-            yield
-        finally:
-            await self._run("free_slot", channel, taken, max(1.0, cap / rate))
-            self._sends += 1
-            if self._sends % 1000 == 0:
-                await self._run("forget_chats", SHARED_CHAT_KEEP_SECONDS)
 
-
-@contextlib.asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield
+    async def _tidy(self) -> None:
+        self._sends += 1
+        if self._sends % 1000 == 0:
+            await self._run("forget_chats", SHARED_CHAT_KEEP_SECONDS)
 
 
 @dataclass
@@ -448,11 +448,8 @@ async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: 
             await book.room()
             await state.chat_turn(chat)
             try:
-                async with (
-                    shared.chat(*chat) if shared else _nothing(),
-                    limiter.slot(),
-                    shared.slot(row.channel, limiter.rate) if shared else _nothing(),
-                ):
+                slot = limiter.slot()
+                async with shared.turn(*chat, limiter.rate, slot) if shared else slot:
                     try:
                         await channel.send(row.user_ref, reply)
                     finally:
