@@ -9,13 +9,14 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import event, insert, select
 
 from bot.bootstrap import build_app
 from bot.core import Incoming
 from services import catalog_index
 from storage.models import Category, Course, Enrolment, Interaction
-from tests.conftest import make_settings
+from tests.conftest import FixedClock, make_settings
 
 COURSES = 10_000
 #: The most course rows one update may read (a page, a few candidates: far from every course).
@@ -45,10 +46,15 @@ async def fill(app) -> None:
         await uow.commit()
 
 
-@pytest.fixture
-async def big(sqlite_url, clock):
+#: One app (and one event loop) for the module: generating and indexing the catalogue once.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def big(tmp_path_factory):
     """An app over 10,000 courses whose catalogue index is built."""
-    app = await build_app(make_settings(sqlite_url), clock=clock)
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('big') / 'coursebot.db'}"
+    app = await build_app(make_settings(url), clock=FixedClock())
     await fill(app)
     async with app.uow() as uow:
         while not await catalog_index.index_ready(uow):
