@@ -65,7 +65,7 @@ async def load_recommender(
 
 async def count_popularity(recommender, uow: UnitOfWorkFactory) -> None:
     """Serve per-course popularity counted in one aggregate query (one row per course)."""
-    from recommender.model import POSITIVE_THRESHOLD
+    from recommender.params import POSITIVE_THRESHOLD
     from recommender.signals import positive_rule
     from storage.popularity import positive_learners_per_course
 

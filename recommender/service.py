@@ -9,15 +9,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recommender.blend import Hybrid
 from recommender.entities import CourseInfo, Suggestion
 from recommender.fallback import FallbackParams, IndexCache, cold_start
-from recommender.model import POSITIVE_THRESHOLD, FactorModel, ModelParams, Progress, prev_path
-from recommender.model import load as _load
+from recommender.params import POSITIVE_THRESHOLD, ModelParams, Progress, prev_path
 from recommender.signals import Interaction, Signal, SignalWeights, timed_pseudo_ratings
+
+if TYPE_CHECKING:  # pragma: no cover - Surprise and scipy load only to read or train a model
+    from recommender.blend import Hybrid
+    from recommender.model import FactorModel
 
 __all__ = ["CourseInfo", "Recommender", "Suggestion", "load_or_none"]
 
@@ -45,7 +48,9 @@ def load_or_none(path: str | os.PathLike, schedule: str = DEFAULT_SCHEDULE) -> F
         )
         return None
     try:
-        return _load(path)
+        from recommender.model import load
+
+        return load(path)
     except Exception:  # noqa: BLE001 - belt and braces: serving must go on with popularity
         log.exception("unexpected error loading model %s", path)
         return None
@@ -332,6 +337,8 @@ class Recommender:
         return {"ok": True, **fitted.stats, "seconds": round(time.perf_counter() - started, 3)}
 
     def _fit(self, interactions, catalog, progress) -> Hybrid:
+        from recommender.blend import Hybrid
+
         ratings = timed_pseudo_ratings(interactions, self.weights)
         if not ratings:
             raise ValueError("no usable interactions to train on")

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from recommender.model import POSITIVE_THRESHOLD
+from recommender.params import POSITIVE_THRESHOLD
 from recommender.service import Recommender
 from recommender.signals import Signal, SignalWeights, positive_rule
 from services.recommendations import training_data
