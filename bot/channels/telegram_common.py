@@ -200,7 +200,9 @@ DIRECT_RETRIES = 3
 
 def clean_text(value: str) -> str:
     """Text with lone surrogates (and other unencodable code points) replaced by U+FFFD;
-    a surrogate pair left split by a JSON decoder is joined back."""
+    a surrogate pair left split by a JSON decoder is joined back; NUL characters (which
+    PostgreSQL text refuses) are dropped."""
+    value = value.replace("\x00", "")
     try:
         value.encode("utf-8")
         return value
