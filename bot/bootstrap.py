@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,16 +34,22 @@ def training_schedule(settings: Settings) -> str:
 
 
 #: Up to this many stored interactions popularity is counted before start-up ends; above, it is
-#: counted in the background (start-up does not grow with them; popularity serves when done).
+#: counted in the background once the process has started (`App.ready`, or after
+#: POPULARITY_WAIT_SECONDS), so start-up neither waits for it nor shares the CPU with it.
 POPULARITY_INLINE_MAX = 100_000
+POPULARITY_WAIT_SECONDS = 30.0
 
 
 async def load_recommender(
-    settings: Settings, uow: UnitOfWorkFactory, clock: Clock, tasks: list | None = None
+    settings: Settings,
+    uow: UnitOfWorkFactory,
+    clock: Clock,
+    tasks: list | None = None,
+    ready: asyncio.Event | None = None,
 ):
     """The recommender with the saved model, or popularity counted by the database.
 
-    A background count (many interactions) is appended to `tasks` when given."""
+    A background count (many interactions) waits for `ready`; it is appended to `tasks`."""
     from recommender.service import Recommender
 
     recommender = Recommender(
@@ -58,7 +65,8 @@ async def load_recommender(
     if stored <= POPULARITY_INLINE_MAX or tasks is None:
         await count_popularity(recommender, uow)
     else:
-        task = asyncio.create_task(_count_in_background(recommender, uow), name="popularity")
+        count = _count_in_background(recommender, uow, ready or asyncio.Event())
+        task = asyncio.create_task(count, name="popularity")
         tasks.append(task)
     return recommender
 
@@ -79,7 +87,9 @@ async def count_popularity(recommender, uow: UnitOfWorkFactory) -> None:
     log.info("popularity of %d courses counted in %.1f s", len(counts), seconds)
 
 
-async def _count_in_background(recommender, uow: UnitOfWorkFactory) -> None:
+async def _count_in_background(recommender, uow: UnitOfWorkFactory, ready) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ready.wait(), POPULARITY_WAIT_SECONDS)
     try:
         await count_popularity(recommender, uow)
     except Exception:  # noqa: BLE001 - popularity stays empty; suggestions still have content
@@ -103,6 +113,7 @@ class App:
     web: Any = None  # bot.channels.web.WebServer when this process serves HTTP
     started: list = field(default_factory=list)  # channels started by bot.runner
     tasks: list = field(default_factory=list)  # background start-up work (popularity count)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once started (runner)
 
     def wake(self) -> None:
         """Ask this process's scheduler and sender (when they run here) to look again soon."""
@@ -135,15 +146,16 @@ async def build_app(
     clock = clock or SystemClock()
     app: App | None = None
     tasks: list = []
+    ready = asyncio.Event()
     deps: dict[str, Any] = {
         "settings": settings,
         "clock": clock,
         "channels": channels,
-        "recommender": await load_recommender(settings, uow, clock, tasks),
+        "recommender": await load_recommender(settings, uow, clock, tasks, ready),
         "wake": lambda: app.wake(),
         **extra_deps,
     }
     dispatcher = Dispatcher(build_router(), uow, deps)
-    app = App(settings, engine, uow, dispatcher, channels, clock, deps, tasks=tasks)
+    app = App(settings, engine, uow, dispatcher, channels, clock, deps, tasks=tasks, ready=ready)
     await quiet_start(app)
     return app

@@ -201,3 +201,4 @@ async def start_role(app, role: str, stop: asyncio.Event, services: list) -> Non
         services.append(await start_scheduler(app))
     if role in ("all", "sender"):
         services.append(start_sender(app))
+    app.ready.set()  # background start-up work may begin (see bootstrap.POPULARITY_WAIT_SECONDS)

@@ -76,6 +76,8 @@ async def test_with_many_interactions_popularity_is_counted_after_start_up(
     second = await bootstrap.build_app(make_settings(url), clock=clock)
     try:
         [task] = second.tasks
+        assert not task.done()  # waits until the process has started
+        second.ready.set()
         await task
         assert second.deps["recommender"].popularity() == {course: 1.0}
     finally:
