@@ -279,7 +279,9 @@ class TextIndex:
             return []
         best = np.asarray((self.unit @ self.unit[rows].T).max(axis=1).todense()).ravel()
         best[rows] = 0.0
-        top = np.argsort(-best, kind="stable")[:limit]
+        k = min(limit, len(best))
+        top = np.argpartition(-best, k - 1)[:k]  # O(n): no sort of the whole catalogue
+        top = top[np.lexsort((top, -best[top]))]
         return [self.ids[i] for i in top if best[i] > 0]
 
     def similar(self, query: str, limit: int = 3) -> list[tuple[Any, float]]:
