@@ -125,6 +125,7 @@ class App:
         """Stop started channels and the web server, release the database connections."""
         for task in self.tasks:
             task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         for channel in reversed(self.started):
             await channel.stop()
         self.started.clear()
