@@ -19,6 +19,7 @@ from bot.core import (
 )
 from bot.parsing import parse_id, parse_int, payload_id, split_id
 from handlers.catalog import card_buttons, course_title
+from services import audit
 from services import questions as service
 from services.questions import clip as _clip
 
@@ -157,8 +158,9 @@ async def record_answer(
     question_id: int, text: str, msg: Incoming, uow, learner, t, settings, clock
 ) -> Reply:
     """Store an answer from an allowed answerer and queue it to the learner's channels."""
+    actor = await audit.actor_of(uow, settings, msg.channel, msg.user_ref, learner.id)
     done = await service.answer(
-        uow, question_id, text, learner, _is_admin(msg, settings), settings, clock.now()
+        uow, question_id, text, learner, _is_admin(msg, settings), settings, clock.now(), actor
     )
     if done.outcome == "not_found":
         return Reply(t("answer.not_found", id=question_id))
@@ -260,7 +262,9 @@ async def faq(msg: Incoming, uow, learner, t, settings) -> Reply:
     if question_id is None:
         return Reply(t("faq.usage"))
     on = flag.lower() not in ("off", "取消", "no")
-    outcome = await service.set_faq(uow, question_id, on, learner.id, _is_admin(msg, settings))
+    actor = await audit.actor_of(uow, settings, msg.channel, msg.user_ref, learner.id)
+    admin = _is_admin(msg, settings)
+    outcome = await service.set_faq(uow, question_id, on, learner.id, admin, actor)
     key = {
         "not_found": "answer.not_found",
         "refused": "answer.refused",

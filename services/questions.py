@@ -15,6 +15,7 @@ from bot import textindex
 from bot.core import Button, Reply, esc
 from bot.i18n import translator_for
 from recommender.signals import Signal
+from services import audit
 from services.outbox import Outgoing, enqueue
 from services.ratings import CourseRef, review_keywords
 
@@ -263,7 +264,14 @@ async def answerable(uow, question_id: int, learner_id: int, is_admin: bool) -> 
 
 
 async def answer(
-    uow, question_id: int, text: str, learner, is_admin: bool, settings, now: datetime
+    uow,
+    question_id: int,
+    text: str,
+    learner,
+    is_admin: bool,
+    settings,
+    now: datetime,
+    actor=None,
 ) -> Answered:
     """Store an answer from an allowed answerer and queue it to the asker's channels."""
     question = await uow.questions.get(question_id)
@@ -279,6 +287,7 @@ async def answer(
         return Answered("too_long", question.id, len(text), settings.question_max_chars)
     question.answer, question.answered_by, question.answered_at = text, learner.id, now
     question.status = "answered"
+    await audit.note(uow, actor, "answer", f"question:{question.id}", now, chars=len(text))
     asker = await uow.learners.get(question.learner_id)
     theirs = _theirs(asker, settings)
     notice = theirs(
@@ -303,7 +312,9 @@ async def answer(
     return Answered("done", question.id)
 
 
-async def set_faq(uow, question_id: int, on: bool, learner_id: int, is_admin: bool) -> str:
+async def set_faq(
+    uow, question_id: int, on: bool, learner_id: int, is_admin: bool, actor=None
+) -> str:
     """Make an answered question public (or not): `not_found`, `refused`, `not_answered`,
     `added` or `removed`."""
     question = await uow.questions.get(question_id)
@@ -313,10 +324,12 @@ async def set_faq(uow, question_id: int, on: bool, learner_id: int, is_admin: bo
         return "refused"
     if not on:
         question.is_faq = False
+        await audit.note(uow, actor, "faq.off", f"question:{question.id}")
         return "removed"
     if not question.answer:
         return "not_answered"
     question.is_faq = True
+    await audit.note(uow, actor, "faq.on", f"question:{question.id}")
     return "added"
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from storage.models import AuditEntry, Course, LiveSession
+from storage.models import AuditEntry, Course, LiveSession, Question
 from tests.handlers.support import Chat, learner_for, payloads
 from tests.handlers.test_admin_tools import pay, payments
 
@@ -150,3 +150,20 @@ async def test_a_learner_and_tampered_buttons_change_nothing(app, clock):
             await uow.session.scalar(select(Course.id).where(Course.title_en == "Typesetting"))
             is None
         )
+
+
+async def test_an_instructors_answer_and_faq_are_audited(app, clock):
+    one, _two, _admin = await make_instructors(app)
+    asker = await learner_for(app, "console", "asker", "Asker")
+    async with app.uow() as uow:
+        question = Question(
+            learner_id=asker, course_id=1, text="Is there homework?", created_at=clock.now()
+        )
+        uow.session.add(question)
+        await uow.commit()
+        question_id = question.id
+    assert f"#{question_id}" in (await one.send(f"/answer {question_id} Yes, weekly.")).text
+    await one.send(f"/faq {question_id}")
+    rows = await audit_rows(app)
+    assert ("console:teacher1", "answer", f"question:{question_id}") in rows
+    assert ("console:teacher1", "faq.on", f"question:{question_id}") in rows
