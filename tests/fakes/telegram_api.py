@@ -930,7 +930,7 @@ class FakeTelegram:
         return best
 
     async def wait_until(
-        self, predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition"
+        self, predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
     ) -> Any:
         """Wait until predicate() is truthy (re-checked after every call/update); return it."""
         try:
@@ -945,7 +945,7 @@ class FakeTelegram:
         self,
         chat_id: int,
         predicate: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = 5.0,
+        timeout: float = 15.0,
         since: int | None = None,
     ) -> dict[str, Any]:
         """Wait for a bot message to a chat sent since the user's last action (or index since)."""
@@ -973,7 +973,7 @@ class FakeTelegram:
         self,
         method: str,
         predicate: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = 5.0,
+        timeout: float = 15.0,
         since: int | None = None,
     ) -> dict[str, Any]:
         """Wait for a call of a method made since the last user action (or index since)."""
@@ -1924,7 +1924,7 @@ class FakeUser:
     async def wait_for_message(
         self,
         predicate: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = 5.0,
+        timeout: float = 15.0,
     ) -> dict[str, Any]:
         """Wait for a bot message to this user sent since this user's last action."""
         return await self.tg.wait_for_message(self.id, predicate, timeout)

@@ -58,12 +58,13 @@ async def test_schedule_refuses_with_a_code_and_plans_every_notice(app):
             ((9999, now + timedelta(hours=1), URL), "no_course"),
             ((1, now + timedelta(hours=1), "ftp://x"), "bad_url"),
             ((1, now - timedelta(minutes=1), URL), "past"),
+            ((1, now + timedelta(hours=1), URL, "x" * (live.MAX_TITLE + 1)), "title_too_long"),
         ]:
             with pytest.raises(LiveProblem) as refused:
                 await live.schedule_session(uow, app.settings, now, *args)
             assert refused.value.code == code
         done = await live.schedule_session(
-            uow, app.settings, now, 1, now + timedelta(hours=48), URL, "x" * 300
+            uow, app.settings, now, 1, now + timedelta(hours=48), URL, "x" * live.MAX_TITLE
         )
         await uow.commit()
     assert (done.course.id, done.learners, len(done.session.title)) == (1, 1, live.MAX_TITLE)
