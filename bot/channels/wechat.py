@@ -63,6 +63,7 @@ from bot.channels.base import Channel
 from bot.channels.text import plain
 from bot.channels.wechat_pay import Transaction, WeChatPayGateway, configured
 from bot.channels.wechat_token import TokenKeeper
+from bot.channels.wechat_writes import WriteBehind
 from bot.core import (
     Button,
     ChannelError,
@@ -131,6 +132,13 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
         data += chunk
         if len(data) > limit:
             raise BadRequest(413, "body too large")
+
+
+def update_key(message: BaseMessage) -> str:
+    """The inbox key of a WeChat message: its MsgId, or sender + CreateTime for events."""
+    if message.id:
+        return f"wx:msg:{message.id}"
+    return f"wx:ev:{message.source}:{message.time}"
 
 
 def options_key(user_ref: str) -> str:
@@ -268,6 +276,7 @@ class WeChatChannel(Channel):
         self._seen: dict[str, float] = {}  # user -> monotonic time of the last `seen` write
         self.seen_every = SEEN_EVERY
         self._shown: dict[str, list] = {}  # user -> options this process stored last
+        self.writes = WriteBehind(app.uow, self._write_state)
         self.menus = True  # buttons in customer-service messages as msgmenu
 
     # --- routes -------------------------------------------------------------------------
@@ -283,6 +292,7 @@ class WeChatChannel(Channel):
         pending = list(self._background) + list(self._inflight.values())
         if pending:
             await asyncio.wait(pending, timeout=5)
+        await self.writes.close()
         self._requests.close()
         await self.tokens.close()
 
@@ -358,8 +368,7 @@ class WeChatChannel(Channel):
     async def to_incoming(self, message: BaseMessage) -> Incoming | None:
         """A parsed WeChat message or event as an Incoming (None: nothing to answer)."""
         user = message.source
-        key = f"wx:msg:{message.id}" if message.id else f"wx:ev:{user}:{message.time}"
-        base = dict(channel=NAME, user_ref=user, update_key=key)
+        base = dict(channel=NAME, user_ref=user, update_key=update_key(message))
         if isinstance(message, SubscribeScanEvent | ScanEvent):
             command, args = scene_command(message.scene_id or "")
             return Incoming(kind="command", command=command, args=args, **base)
@@ -412,17 +421,35 @@ class WeChatChannel(Channel):
             return Incoming(
                 kind="command", command=head.lower(), args=args.strip(), text=text, **base
             )
-        if is_number(text):
-            async with self.app.uow() as uow:
-                shown = await uow.kv.get(options_key(base["user_ref"]))
-            options = (shown or {}).get("options", [])
+        if is_number(text) and len(text) <= 3:
+            options = await self._options_of(base["user_ref"])
             if 1 <= int(text) <= len(options):
                 return Incoming(kind="button", payload=options[int(text) - 1][1], **base)
         return Incoming(kind="text", text=text, **base)
 
+    async def _options_of(self, user_ref: str) -> list:
+        """The numbered options last shown to a user: pending in this process, or stored."""
+        pending = self.writes.pending(user_ref)
+        if pending is not None:
+            return pending
+        async with self.app.uow() as uow:
+            await uow.read_only()  # no write lock: never waits behind a dispatch
+            shown = await uow.kv.get(options_key(user_ref))
+        return (shown or {}).get("options", [])
+
+    async def _write_state(self, uow, options: dict[str, list], seen: set[str]) -> None:
+        """One batch of the write-behind: options shown, identities seen."""
+        from services.linking import seen as touch
+
+        for user_ref, shown in options.items():
+            await uow.kv.put(options_key(user_ref), {"options": shown})
+        for user_ref in sorted(seen):
+            await touch(uow, NAME, user_ref)
+
     async def _menu_payload(self, user_ref: str, item_id: str) -> str | None:
         """The payload of a msgmenu item this user was sent (None: unknown or too old)."""
         async with self.app.uow() as uow:
+            await uow.read_only()
             stored = await uow.kv.get(menu_key(user_ref))
         return (stored or {}).get("ids", {}).get(item_id)
 
@@ -432,48 +459,54 @@ class WeChatChannel(Channel):
             await uow.commit()
 
     async def _dispatch(self, msg: Incoming) -> list:
-        from services.linking import seen
-
         outputs = await self.app.dispatcher.dispatch(msg)
         now = time.monotonic()
         if outputs and now - self._seen.get(msg.user_ref, -math.inf) >= self.seen_every:
             self._seen[msg.user_ref] = now
-            async with self.app.uow() as uow:  # the channel used last gets proactive messages
-                await seen(uow, NAME, msg.user_ref)
-                await uow.commit()
+            self.writes.touch(msg.user_ref)  # the channel used last gets proactive messages
         return outputs
 
     async def _answer(self, message: BaseMessage) -> str | None:
-        """Handle a message within the budget: the passive text, or None (`success`)."""
-        msg = await self.to_incoming(message)
-        if msg is None:
+        """Handle a message within the budget: the passive text, or None (`success`).
+
+        Everything that may wait (reading the options shown, the database's turn, the
+        handler) runs inside the budget, so WeChat always gets an answer in time."""
+        key = update_key(message)
+        if key in self._inflight:  # WeChat's retry while we are still at it
             return None
-        if msg.update_key in self._inflight:  # WeChat's retry while we are still at it
-            return None
-        task = asyncio.create_task(self._dispatch(msg))
-        self._inflight[msg.update_key] = task
-        task.add_done_callback(lambda _t: self._inflight.pop(msg.update_key, None))
+        task = asyncio.create_task(self._handle_message(message))
+        self._inflight[key] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         done, _ = await asyncio.wait({task}, timeout=self.settings.wechat_reply_budget_seconds)
         if not done:
-            log.info("%s took longer than the reply budget; following up", msg.update_key)
-            self._spawn(self._follow_up(msg.user_ref, task))
+            log.info("%s took longer than the reply budget; following up", key)
+            self._spawn(self._follow_up(message.source, task))
             return None
         try:
             outputs = task.result()
         except Exception:
-            log.exception("dispatch of %s failed", msg.update_key)
+            log.exception("dispatch of %s failed", key)
             return None
+        return await self._passive(message.source, outputs)
+
+    async def _handle_message(self, message: BaseMessage) -> list:
+        """The outputs of one WeChat message (none when there is nothing to answer)."""
+        msg = await self.to_incoming(message)
+        return [] if msg is None else await self._dispatch(msg)
+
+    async def _passive(self, user_ref: str, outputs: list) -> str | None:
+        """The passive answer text, or None after handing the replies to customer service."""
         replies = [o for o in outputs if isinstance(o, Reply)]
         passive = [r for r in replies if is_passive(r)]
         if not passive or len(passive) != len(replies):
             if replies:
-                self._spawn(self._deliver(msg.user_ref, replies))
+                self._spawn(self._deliver(user_ref, replies))
             return None
         text, options = render(passive)
         if len(text.encode()) > MAX_TEXT_BYTES:
-            self._spawn(self._deliver(msg.user_ref, replies))
+            self._spawn(self._deliver(user_ref, replies))
             return None
-        await self._remember(msg.user_ref, options)
+        await self._remember(user_ref, options)
         return text
 
     def _spawn(self, coro) -> None:
@@ -523,9 +556,7 @@ class WeChatChannel(Channel):
         shown = [[b.label, b.payload] for b in options]
         if not shown or self._shown.get(user_ref) == shown:
             return
-        async with self.app.uow() as uow:
-            await uow.kv.put(options_key(user_ref), {"options": shown})
-            await uow.commit()
+        self.writes.put_options(user_ref, shown)
         if len(self._shown) > 10_000:
             self._shown.clear()
         self._shown[user_ref] = shown
@@ -708,7 +739,7 @@ class WeChatChannel(Channel):
             raise RejectedMessage(f"undeliverable: WeChat Pay takes CNY, not {invoice.currency}")
         code_url, expires = await self._native_order(user_ref, invoice)
         t = await self._translator(user_ref)
-        await self.send_image(user_ref, qr_png(code_url))
+        await self.send_image(user_ref, await asyncio.to_thread(qr_png, code_url))
         text = t(
             "wechat.pay.scan",
             title=plain(invoice.title),

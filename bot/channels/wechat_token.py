@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: A token with less than this left is not handed to a request.
 USABLE_MARGIN = timedelta(seconds=60)
 POLL_SECONDS = 0.05
+#: Seconds a process keeps using the token it read before reading the store again (a refused
+#: token is re-read at once).
+CACHE_SECONDS = 30.0
 #: Seconds a Redis lease lives (a refresher that died holding one blocks no one for long).
 LEASE_TTL = 60
 #: Seconds a worker's refresh request lives in Redis.
@@ -61,21 +64,23 @@ class DatabaseTokenStore:
 
     def __init__(self, app) -> None:
         self.app = app
+        self.uow = app.uow
 
     async def get(self, key: str) -> dict | None:
-        """The record under `key`."""
-        async with self.app.uow() as uow:
+        """The record under `key` (a reader: no write lock)."""
+        async with self.uow() as uow:
+            await uow.read_only()
             return await uow.kv.get(key)
 
     async def put(self, key: str, value: dict, ttl: int | None = None) -> None:
         """Store a record (`ttl` is ignored: expiry is in the record)."""
-        async with self.app.uow() as uow:
+        async with self.uow() as uow:
             await uow.kv.put(key, value)
             await uow.commit()
 
     async def pop(self, *keys: str) -> None:
         """Delete records."""
-        async with self.app.uow() as uow:
+        async with self.uow() as uow:
             for key in keys:
                 await uow.kv.pop(key)
             await uow.commit()
@@ -83,7 +88,7 @@ class DatabaseTokenStore:
     async def claim(self, key: str, value: dict, ttl: int) -> bool:
         """Create `key` unless it exists; True for the one caller that created it."""
         now = self.app.clock.now()
-        async with self.app.uow() as uow:
+        async with self.uow() as uow:
             won = await insert_ignore(uow.session, KeyValue, key=key, value=value, updated_at=now)
             await uow.commit()
         return won
@@ -147,6 +152,7 @@ class TokenKeeper:
         self._refresher = refresher
         self.fetches = 0
         self._lock = asyncio.Lock()
+        self._cached: tuple[dict, float] | None = None  # (record, loop time it was read)
 
     @property
     def key(self) -> str:
@@ -171,7 +177,17 @@ class TokenKeeper:
 
     async def stored(self) -> dict | None:
         """The stored token record: token, expires_at, generation."""
-        return await self.store.get(self.key)
+        row = await self.store.get(self.key)
+        if row is not None:
+            self._cached = (row, asyncio.get_running_loop().time())
+        return row
+
+    def _recent(self) -> dict | None:
+        """The record read less than CACHE_SECONDS ago (saves a read per API call)."""
+        if self._cached is None:
+            return None
+        row, at = self._cached
+        return row if asyncio.get_running_loop().time() - at < CACHE_SECONDS else None
 
     async def close(self) -> None:
         """Release the store's connections."""
@@ -185,7 +201,9 @@ class TokenKeeper:
 
     async def token(self) -> str:
         """A usable access token (waits for the refresher when there is none)."""
-        row = await self.stored()
+        row = self._recent()
+        if not self.usable(row):
+            row = await self.stored()
         if self.usable(row):
             return row["token"]
         return await self._obtain(None)
@@ -241,6 +259,7 @@ class TokenKeeper:
             expires_at = self._now() + timedelta(seconds=expires_in)
             record = {"token": token, "expires_at": _stamp(expires_at), "generation": generation}
             await self.store.put(self.key, record, ttl=expires_in)
+            self._cached = (record, asyncio.get_running_loop().time())
             await self.store.pop(self.stale_key, self.lease_key(generation - 2))
             log.info("stored WeChat access token generation %s (%s s)", generation, expires_in)
             return token

@@ -75,6 +75,7 @@ async def test_buy_on_wechat_link_then_telegram_sees_the_course(both, tg, clock)
     # … and to WeChat once the learner writes there again.
     wechat.seen_every = 0.0  # record every message (the default is once a minute per user)
     await wx_user.send_text("帮助")
+    await wechat.writes.flush()  # "last seen" is written behind the reply, in a batch
     async with app.uow() as uow:
         recipient = (await uow.audience.of_learners([learner_id]))[learner_id]
         assert (recipient.channel, recipient.user_ref) == ("wechat", wx_user.openid)

@@ -76,6 +76,7 @@ async def test_a_click_on_an_older_menu_still_maps_to_its_own_button(wechat, wx)
 
     channel.app.dispatcher.dispatch = spy
     await user.click_item(old, 2)
+    await settled(channel)
     assert seen == [("button", "catalog:")]
 
 
@@ -91,6 +92,7 @@ async def test_unknown_menu_id_is_plain_text(wechat, wx):
 
     channel.app.dispatcher.dispatch = spy
     await user.click_item({"menu": {"list": [{"id": "999999", "content": "1. 旧"}]}}, 1)
+    await settled(channel)
     assert seen == [("text", "1. 旧")]
 
 

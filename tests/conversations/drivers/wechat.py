@@ -52,6 +52,7 @@ class _Channel(WeChatChannel):
         for _ in range(100):
             pending = set(self._background) | set(self._inflight.values())
             if not pending:
+                await self.writes.flush()  # options shown are written behind the replies
                 return
             await asyncio.wait(pending, timeout=15)
         raise AssertionError("WeChat deliveries never settled")
