@@ -164,7 +164,7 @@ class CourseRepo(Repo):
 
     async def get(self, course_id: int) -> Course | None:
         """A course with its category, or None."""
-        stmt = select(Course).where(Course.id == course_id).options(selectinload(Course.category))
+        stmt = select(Course).where(Course.id == course_id).options(joinedload(Course.category))
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def categories(self) -> Sequence[tuple[Category, int]]:
@@ -395,7 +395,7 @@ class EnrolmentRepo(Repo):
             select(Course)
             .join(Enrolment, Enrolment.course_id == Course.id)
             .where(Enrolment.learner_id == learner_id)
-            .options(selectinload(Course.category))
+            .options(joinedload(Course.category))
             .order_by(Enrolment.id.desc())
         )
         return (await self.session.execute(stmt)).scalars().all()
