@@ -414,8 +414,9 @@ Course.updated_at = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, 
 Index("ix_courses_updated", Course.updated_at)
 #: The newest courses first (suggestions for a learner the model knows nothing about).
 Index("ix_courses_created", Course.created_at)
-#: Covers the catalogue's per-category counts of active courses (/catalog, a category page).
-Index("ix_courses_category_active", Course.category_id, Course.active)
+#: Covers the catalogue's per-category counts of active courses (/catalog, a category page)
+#: and reads a category's newest courses in order (suggestions).
+Index("ix_courses_category_active", Course.category_id, Course.active, Course.created_at)
 
 
 # --- issue 15: several senders share one ceiling per channel and 1 msg/s per chat ---

@@ -1,5 +1,6 @@
 """Courses: updated_at (indexed), so the search index reads only what changed; created_at
-indexed (the newest courses); (category_id, active) covers the catalogue's counts
+indexed (the newest courses); (category_id, active, created_at) covers the
+catalogue's counts and a category's newest courses
 
 Revision ID: 0005
 Revises: 0004
@@ -20,7 +21,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_courses_updated", ["updated_at"])
         batch_op.create_index("ix_courses_created", ["created_at"])
-        batch_op.create_index("ix_courses_category_active", ["category_id", "active"])
+        batch_op.create_index(
+            "ix_courses_category_active", ["category_id", "active", "created_at"]
+        )
 
 
 def downgrade() -> None:
