@@ -33,7 +33,7 @@ class Suggested:
 
 #: How many courses each source (the model, popularity, content neighbours, the browsed
 #: categories' newest) contributes to the candidates ranked for one learner.
-CANDIDATES = 50
+CANDIDATES = 30
 
 
 async def suggestions(uow, recommender, learner_id: int, n: int = SUGGESTIONS) -> list[Suggested]:
