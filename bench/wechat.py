@@ -5,6 +5,8 @@
 Prints:
 - p50 / p99 / max `/wechat` answer time under N concurrent senders, each typing `messages`
   keywords in turn (课程, 帮助, 搜索 Python, numbers …) — passive replies; goal p99 < 100 ms;
+  how many answers were passive, and how many messages WeChat had to push again (no answer
+  within its 5 s: the 5-second rule broken);
 - how many access-token fetches the run caused (goal: 1);
 - the same learner journey (browse → card → buy → pay → my courses) timed on WeChat and on
   Telegram, each against its fake.
@@ -73,15 +75,16 @@ async def wechat_load(folder: Path, senders: int, messages: int, safe: bool) -> 
         try:
             await wx.user("oWarm").send_text("帮助")  # first contact, token not needed yet
             times: list[float] = []
-            passive = 0
+            passive = retried = 0
 
             async def sender(n: int) -> None:
-                nonlocal passive
+                nonlocal passive, retried
                 user = wx.user(f"oBench{n:05d}", safe=safe)
                 for i in range(messages):
                     delivery = await user.send_text(WORDS[(n + i) % len(WORDS)])
                     times.extend(delivery.answer_times)
                     passive += delivery.reply is not None
+                    retried += len(delivery.tries) > 1
 
             started = time.perf_counter()
             await asyncio.gather(*(sender(n) for n in range(senders)))
@@ -91,6 +94,8 @@ async def wechat_load(folder: Path, senders: int, messages: int, safe: bool) -> 
             print(f"/wechat, {senders} concurrent senders × {messages} messages, {mode} mode:")
             print(
                 f"  answers {len(ms)} in {wall:.1f} s ({len(ms) / wall:.0f}/s), passive {passive}"
+                f" (others: `success`, then customer service); retried by WeChat after 5 s:"
+                f" {retried}"
             )
             print(
                 f"  p50 {statistics.median(ms):.1f} ms   p99 {percentile(ms, 0.99):.1f} ms   "

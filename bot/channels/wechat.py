@@ -78,6 +78,7 @@ from bot.core import (
 from bot.i18n import CNY, translator_for
 from bot.parsing import is_number, parse_id
 from services import downloads
+from storage.db import is_sqlite
 
 log = logging.getLogger(__name__)
 NAME = "wechat"
@@ -276,7 +277,12 @@ class WeChatChannel(Channel):
         self._seen: dict[str, float] = {}  # user -> monotonic time of the last `seen` write
         self.seen_every = SEEN_EVERY
         self._shown: dict[str, list] = {}  # user -> options this process stored last
-        self.writes = WriteBehind(app.uow, self._write_state)
+        # SQLite has one writer and every dispatch is a write transaction: dispatches (and the
+        # write-behind) wait their turn here, first come first served, not in SQLite's busy
+        # handler, which sleeps and serves no one in order (under a burst some waited past
+        # its 15 s timeout: "database is locked"). Reads take no write lock and do not wait.
+        self._writer = asyncio.Lock() if is_sqlite(settings.database_url) else None
+        self.writes = WriteBehind(app.uow, self._write_state, turn=self._turn)
         self.menus = True  # buttons in customer-service messages as msgmenu
 
     # --- routes -------------------------------------------------------------------------
@@ -459,7 +465,8 @@ class WeChatChannel(Channel):
             await uow.commit()
 
     async def _dispatch(self, msg: Incoming) -> list:
-        outputs = await self.app.dispatcher.dispatch(msg)
+        async with self._turn():
+            outputs = await self.app.dispatcher.dispatch(msg)
         now = time.monotonic()
         if outputs and now - self._seen.get(msg.user_ref, -math.inf) >= self.seen_every:
             self._seen[msg.user_ref] = now
@@ -488,6 +495,10 @@ class WeChatChannel(Channel):
             log.exception("dispatch of %s failed", key)
             return None
         return await self._passive(message.source, outputs)
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager:
+        """This process's turn to write (SQLite); nothing to wait for on PostgreSQL."""
+        return self._writer if self._writer is not None else contextlib.nullcontext()
 
     async def _handle_message(self, message: BaseMessage) -> list:
         """The outputs of one WeChat message (none when there is nothing to answer)."""
@@ -810,7 +821,8 @@ class WeChatChannel(Channel):
             kind="payment",
             payment=info,
         )
-        outputs = await self.app.dispatcher.dispatch(msg)
+        async with self._turn():
+            outputs = await self.app.dispatcher.dispatch(msg)
         async with self.app.uow() as uow:
             await uow.wechat.pay.settle(tx.out_trade_no, "paid", tx.transaction_id)
             await uow.commit()

@@ -31,8 +31,11 @@ Writer = Callable[[object, dict[str, list], set[str]], Awaitable[None]]
 class WriteBehind:
     """Pending options and last-seen stamps, flushed in one transaction per batch."""
 
-    def __init__(self, uow_factory, write: Writer, delay: float = BATCH_DELAY) -> None:
+    def __init__(
+        self, uow_factory, write: Writer, delay: float = BATCH_DELAY, turn=None
+    ) -> None:
         self.uow = uow_factory
+        self.turn = turn or contextlib.nullcontext  # the channel's turn to write
         self.write = write
         self.delay = delay
         self.options: dict[str, list] = {}
@@ -72,7 +75,7 @@ class WriteBehind:
             return True
         self.options, self.seen, self._writing = {}, set(), options
         try:
-            async with self.uow() as uow:
+            async with self.turn(), self.uow() as uow:
                 await self.write(uow, options, seen)
                 await uow.commit()
         except Exception:  # noqa: BLE001 - kept for the next batch
