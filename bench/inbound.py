@@ -54,6 +54,9 @@ async def start_app(runtime: str, tg: FakeTelegram):
         telegram_bot_token=tg.token,
         telegram_api_url=tg.base_url,
         telegram_runtime=runtime,
+        # handling throughput, not the send ceiling: replies are paced at SEND_RATE_PER_SECOND
+        # (25 by default, Telegram's ~30 msg/s), which the echo bot does not do
+        send_rate_per_second=100_000,
     )
     app = await build_app(settings, clock=FixedClock())
     async with app.uow() as uow:
