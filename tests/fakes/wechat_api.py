@@ -192,7 +192,7 @@ class FakeUser:
         }
         return await self.fake.deliver(self.openid, xml_of(body), msg_id, self.safe)
 
-    async def wait_for(self, predicate, timeout: float = 5.0) -> dict:
+    async def wait_for(self, predicate, timeout: float = 15.0) -> dict:
         """The first message (received so far or soon) matching `predicate`."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
