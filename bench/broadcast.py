@@ -1,6 +1,9 @@
 """Broadcast benchmark: N learners through the fake Bot API with a ceiling the fake enforces.
 
-    python bench/broadcast.py [--learners 10000] [--ceiling 30]
+    python bench/broadcast.py [--learners 10000] [--ceiling 30] [--paid] [--skip-start]
+
+`--paid` turns on TELEGRAM_PAID_BROADCAST with the ceiling as TELEGRAM_PAID_BROADCAST_RATE
+(e.g. `--ceiling 1000 --paid`) and prints the sender's CPU time per message.
 
 Prints, with and without injected 429 (every 300 sends) and 403 (5% of chats): the sustained
 rate divided by the ceiling, lost and duplicated messages; then the time from a live session's
@@ -125,10 +128,13 @@ def figures(tg: TimedTelegram, ids: list[int], blocked: set[int], ceiling: float
     )
 
 
-async def broadcast(n: int, ceiling: float, faults: bool, folder: Path) -> str:
+async def broadcast(n: int, ceiling: float, faults: bool, folder: Path, paid: bool = False) -> str:
     """One announcement to n learners; returns the printed figures."""
+    extra = {}
+    if paid:
+        extra = dict(telegram_paid_broadcast=True, telegram_paid_broadcast_rate=ceiling)
     async with TimedTelegram() as tg:
-        app, channel = await make_app(tg, ceiling, folder, f"bc-{faults}.db")
+        app, channel = await make_app(tg, ceiling, folder, f"bc-{faults}.db", **extra)
         ids = list(range(FIRST_ID, FIRST_ID + n))
         blocked = set(ids[::20]) if faults else set()
         for user_id in ids:
@@ -144,12 +150,13 @@ async def broadcast(n: int, ceiling: float, faults: bool, folder: Path) -> str:
             await fan_out(uow, b, app.settings, app.clock.now())
             await uow.commit()
         sender = Sender(app)
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         open_rows = OutboxMessage.status.in_(["pending", "sending"])
         while await count_rows(app, OutboxMessage, open_rows):
             await sender.run_once()
-        elapsed = time.monotonic() - started
+        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
         result = figures(tg, ids, blocked, ceiling) + f", wall {elapsed:.1f} s"
+        result += f", CPU {cpu / max(1, len(tg.send_times)) * 1000:.2f} ms/message (fake incl.)"
         result += f", 429s {sum(1 for e in tg.errors if e[1] == 429)}"
         await channel.bot.session.close()
         await app.close()
@@ -208,13 +215,17 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--learners", type=int, default=10_000)
     parser.add_argument("--ceiling", type=float, default=30.0)
+    parser.add_argument("--paid", action="store_true", help="TELEGRAM_PAID_BROADCAST on")
+    parser.add_argument("--skip-start", action="store_true", help="no session-start run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     folder = Path(tempfile.mkdtemp(prefix="coursebot-bench-"))
     print(f"broadcast benchmark: {args.learners} learners, ceiling {args.ceiling:g} msg/s")
-    print("clean:        ", await broadcast(args.learners, args.ceiling, False, folder))
-    print("429+403 (5%): ", await broadcast(args.learners, args.ceiling, True, folder))
-    print("session start:", await session_start(args.learners, args.ceiling, folder))
+    paid = args.paid
+    print("clean:        ", await broadcast(args.learners, args.ceiling, False, folder, paid))
+    print("429+403 (5%): ", await broadcast(args.learners, args.ceiling, True, folder, paid))
+    if not args.skip_start:
+        print("session start:", await session_start(args.learners, args.ceiling, folder))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ class Reply:
     invoice: Invoice | None = None
     to: Recipient | None = None
     document: Document | None = None
+    #: Set by the sender on an announcement when TELEGRAM_PAID_BROADCAST is on: Telegram's
+    #: allow_paid_broadcast (never stored: the row's broadcast decides).
+    paid_broadcast: bool = field(default=False, compare=False, repr=False)
     #: Set by a durable dispatch: `<update_key>#<n>`, the stored reply the adapter ticks off
     #: once sent (`bot.core.settle_reply`).
     outbox_key: str | None = field(default=None, compare=False, repr=False)

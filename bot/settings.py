@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     telegram_runtime: Literal["aiogram", "ptb"] = "aiogram"
     telegram_webhook_url: str | None = None
     telegram_webhook_secret: SecretStr | None = None
+    #: Announcements with Telegram's allow_paid_broadcast (0.1 Star per message, paid from the
+    #: bot's balance) at up to `telegram_paid_broadcast_rate` messages per second.
+    telegram_paid_broadcast: bool = False
+    telegram_paid_broadcast_rate: float = Field(default=1000.0, gt=0, le=1000)
     wechat_token: SecretStr | None = None
     wechat_app_id: str | None = None
     wechat_app_secret: SecretStr | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -272,6 +273,12 @@ async def quiet_start(app) -> bool:
     return busy
 
 
+def paid_broadcast(settings, row) -> bool:
+    """True for an announcement row on Telegram while TELEGRAM_PAID_BROADCAST is on."""
+    paid = settings.telegram_paid_broadcast and row.broadcast_id is not None
+    return bool(paid and row.channel == "telegram")
+
+
 def send_rate(settings, channel: str) -> float:
     """The channel's own ceiling (`WECHAT_SEND_RATE_PER_SECOND`) or `SEND_RATE_PER_SECOND`."""
     return getattr(settings, f"{channel}_send_rate_per_second", None) or (
@@ -439,10 +446,16 @@ async def _fall_back(uow, row, now) -> None:
 
 async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: _Book) -> int:
     channel = app.channels.get(row.channel)
-    limiter = state.limiter(row.channel, send_rate(app.settings, row.channel))
     reply = reply_from_body(row.body)
     chat = (row.channel, row.user_ref)
     shared = state.shared
+    if paid_broadcast(app.settings, row):
+        # outside the free ceiling: its own limiter, and not the database-shared one (each
+        # sender process paces its own paid sends at TELEGRAM_PAID_BROADCAST_RATE)
+        limiter = state.limiter(f"{row.channel}:paid", app.settings.telegram_paid_broadcast_rate)
+        reply, shared = dataclasses.replace(reply, paid_broadcast=True), None
+    else:
+        limiter = state.limiter(row.channel, send_rate(app.settings, row.channel))
     async with gate:
         for _ in range(MAX_RATE_LIMITED_TRIES):
             await book.room()

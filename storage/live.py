@@ -330,6 +330,7 @@ class Claimed:
     attempts: int
     learner_id: int | None
     kind: str = ""
+    broadcast_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,7 @@ class OutboxClaims(Repo):
                     OutboxMessage.attempts,
                     OutboxMessage.learner_id,
                     OutboxMessage.kind,
+                    OutboxMessage.broadcast_id,
                 )
             )
         ).all()

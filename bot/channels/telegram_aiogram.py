@@ -215,12 +215,17 @@ class AiogramChannel(Channel):
             )
 
     async def _send_part(self, chat_id: int, part: Part, markup) -> None:
+        paid = True if part.paid else None
         if part.kind == "message":
-            await self.bot.send_message(chat_id, part.text, reply_markup=markup)
+            await self.bot.send_message(
+                chat_id, part.text, reply_markup=markup, allow_paid_broadcast=paid
+            )
             return
         upload = BufferedInputFile(part.data, filename=part.filename)
         send = self.bot.send_photo if part.kind == "photo" else self.bot.send_document
-        await send(chat_id, upload, caption=part.text, reply_markup=markup)
+        await send(
+            chat_id, upload, caption=part.text, reply_markup=markup, allow_paid_broadcast=paid
+        )
 
     async def refund(self, user_ref: str, charge_id: str) -> None:
         """Refund a Stars payment."""

@@ -149,6 +149,7 @@ class Part:
     filename: str = ""
     data: bytes = b""
     keyboard: bool = False  # the reply's inline keyboard goes on this part
+    paid: bool = False  # sent with allow_paid_broadcast (`Reply.paid_broadcast`)
 
 
 def reply_parts(reply: Reply) -> list[Part]:
@@ -174,6 +175,8 @@ def reply_parts(reply: Reply) -> list[Part]:
         parts.append(Part("document", caption, name, reply.document.data))
     if parts:
         parts[-1] = dataclasses.replace(parts[-1], keyboard=True)
+    if reply.paid_broadcast:
+        parts = [dataclasses.replace(part, paid=True) for part in parts]
     return parts
 
 
