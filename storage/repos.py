@@ -35,6 +35,21 @@ async def insert_ignore(session: AsyncSession, model: type, **values: Any) -> bo
     return result.rowcount == 1
 
 
+#: Prebuilt Core `INSERT … ON CONFLICT DO NOTHING` statements by (dialect, table): no ORM flush
+#: and no statement building per update.
+_IGNORING_INSERTS: dict[tuple[str, Any], Any] = {}
+
+
+def _ignoring_insert(session: AsyncSession, table):
+    """The cached Core insert-or-ignore statement of `table` on this session's dialect."""
+    dialect = session.bind.dialect.name
+    stmt = _IGNORING_INSERTS.get((dialect, table))
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        stmt = _IGNORING_INSERTS[(dialect, table)] = module.insert(table).on_conflict_do_nothing()
+    return stmt
+
+
 CHUNK = 400
 
 
@@ -422,6 +437,10 @@ class EnrolmentRepo(Repo):
         return int(await self.session.scalar(stmt) or 0)
 
 
+#: A plain Core insert of one key-value row (the replies of an update: a new key).
+_KV_INSERT = KeyValue.__table__.insert()
+
+
 class InboxRepo(Repo):
     """Update keys already handled, and the replies of an update not yet sent.
 
@@ -437,9 +456,11 @@ class InboxRepo(Repo):
 
     async def record(self, update_key: str) -> bool:
         """Remember an update; False when it was seen before (a redelivery)."""
-        return await insert_ignore(
-            self.session, InboxEntry, update_key=update_key, received_at=utcnow()
+        stmt = _ignoring_insert(self.session, InboxEntry.__table__)
+        result = await self.session.execute(
+            stmt, {"update_key": update_key, "received_at": utcnow()}
         )
+        return result.rowcount == 1
 
     async def queue_updates(self, prefix: str, updates: list[tuple[int, dict]]) -> None:
         """Keep raw updates fetched ahead of handling (`prefix` names the channel), so they can
@@ -474,14 +495,14 @@ class InboxRepo(Repo):
     async def keep_replies(self, update_key: str, replies: list[dict]) -> None:
         """Store the replies (`{"channel", "user_ref", "body"}`) of an update until sent."""
         if replies:
-            self.session.add(
-                KeyValue(
-                    key=self._replies_key(update_key),
-                    value={"replies": replies, "done": []},
-                    updated_at=utcnow(),
-                )
+            await self.session.execute(
+                _KV_INSERT,
+                {
+                    "key": self._replies_key(update_key),
+                    "value": {"replies": replies, "done": []},
+                    "updated_at": utcnow(),
+                },
             )
-            await self.session.flush()
 
     async def unsent_replies(self, update_key: str) -> list[tuple[int, dict]]:
         """(position, reply) of the replies of an update not yet sent, in order."""
@@ -572,9 +593,6 @@ class KeyValueRepo(Repo):
         await self.session.merge(KeyValue(key=key, value=value, updated_at=utcnow()))
 
     async def pop(self, key: str) -> dict | None:
-        """Remove and return the value under `key`."""
-        row = await self.session.get(KeyValue, key)
-        if row is None:
-            return None
-        await self.session.delete(row)
-        return row.value
+        """Remove and return the value under `key` (one `DELETE … RETURNING`)."""
+        stmt = delete(KeyValue).where(KeyValue.key == key).returning(KeyValue.value)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
