@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, union_all, update
+from sqlalchemy import bindparam, delete, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -99,6 +99,14 @@ class Repo:
         return row
 
 
+#: The identity behind `channel:user_ref` with its learner (built once: read on every update).
+_IDENTITY = (
+    select(Identity)
+    .where(Identity.channel == bindparam("channel"), Identity.user_ref == bindparam("user_ref"))
+    .options(joinedload(Identity.learner, innerjoin=True))
+)
+
+
 class LearnerRepo(Repo):
     """Learners and their per-channel identities."""
 
@@ -132,13 +140,9 @@ class LearnerRepo(Repo):
         return identity.learner
 
     async def identity(self, channel: str, user_ref: str) -> Identity | None:
-        """One identity with its learner, or None."""
-        stmt = (
-            select(Identity)
-            .where(Identity.channel == channel, Identity.user_ref == user_ref)
-            .options(selectinload(Identity.learner))
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        """One identity with its learner (one joined read), or None."""
+        params = {"channel": channel, "user_ref": user_ref}
+        return (await self.session.execute(_IDENTITY, params)).scalar_one_or_none()
 
     async def count(self) -> int:
         """Number of learners."""
