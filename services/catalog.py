@@ -61,9 +61,38 @@ class CoursePage:
         return self.page + 1 < self.pages
 
 
+@dataclass(frozen=True)
+class CategoryView:
+    """A category as the category list shows it (a plain copy, shared across messages)."""
+
+    id: int
+    slug: str
+    name_zh: str
+    name_en: str
+    position: int
+
+
+#: `uow.caches` key of the category list: (catalogue fingerprint, [(CategoryView, count)]).
+CATEGORIES_CACHE = "catalog.categories"
+
+
 async def categories(uow) -> list[tuple[Any, int]]:
-    """Categories that have active courses, with how many, in display order."""
-    return list(await uow.courses.categories())
+    """Categories that have active courses, with how many, in display order; kept per process
+    until the catalogue's fingerprint (`CourseRepo.catalog_version`) changes."""
+    version = await uow.courses.catalog_version()
+    cached = uow.caches.get(CATEGORIES_CACHE)
+    if cached is not None and cached[0] == version:
+        return list(cached[1])
+    rows = [(_view(c), n) for c, n in await uow.courses.categories()]
+    uow.caches[CATEGORIES_CACHE] = (version, rows)
+    return list(rows)
+
+
+def _view(category) -> CategoryView:
+    """A plain copy of a category row."""
+    return CategoryView(
+        category.id, category.slug, category.name_zh, category.name_en, category.position
+    )
 
 
 async def category_page(uow, category_id: int, page: int, size: int) -> CoursePage | None:

@@ -178,6 +178,13 @@ class LearnerRepo(Repo):
         )
 
 
+_CATALOG_VERSION = select(
+    select(func.max(Course.updated_at)).scalar_subquery(),
+    select(func.max(Course.id)).scalar_subquery(),
+    select(func.count()).select_from(Category).scalar_subquery(),
+)
+
+
 class CourseRepo(Repo):
     """The catalog."""
 
@@ -200,6 +207,11 @@ class CourseRepo(Repo):
             .order_by(Category.position, Category.id)
         )
         return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
+
+    async def catalog_version(self) -> tuple:
+        """A cheap fingerprint of what the category list shows (index reads only): the newest
+        course change, the newest course id, the number of categories."""
+        return tuple((await self.session.execute(_CATALOG_VERSION)).one())
 
     async def category(self, category_id: int) -> Category | None:
         """A category by id."""
