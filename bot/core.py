@@ -386,16 +386,19 @@ class Dispatcher:
             return msg
         return replace(msg, kind="command", command=word.lower(), args=rest.strip())
 
-    async def route_for(self, msg: Incoming, uow, learner) -> tuple[Incoming, Route | None, dict]:
+    async def route_for(
+        self, msg: Incoming, uow, learner, step_pending: bool = True
+    ) -> tuple[Incoming, Route | None, dict]:
         """The update as routed (alias words made commands), its route (or None), step data.
 
         Any update but a payment or pre-checkout clears the learner's pending step. Plain text
         goes to that step even when it starts with a command word (`推荐…`, `help …`); only a
         real `/command` (an update of kind "command") leaves the step for the command.
+        `step_pending=False` (none was stored, read with the learner) skips the look.
         """
         step = (
             await uow.kv.pop(step_key(learner.id))
-            if msg.kind not in ("payment", "pre_checkout")
+            if step_pending and msg.kind not in ("payment", "pre_checkout")
             else None
         )
         if msg.kind == "text" and step and step.get("step") in self.router.steps:
@@ -491,13 +494,13 @@ class Dispatcher:
                     msg, payment=replace(msg.payment, amount=amount, invoice_payload=payload)
                 )
 
-        learner = await uow.learners.resolve(
-            msg.channel, msg.user_ref, msg.display_name, msg.locale, self.settings
+        learner, step_pending = await uow.learners.resolve_keyed(
+            msg.channel, msg.user_ref, msg.display_name, msg.locale, self.settings, step_key("")
         )
         t = translator_for(
             learner.locale or self.settings.default_locale, self.settings, learner.timezone
         )
-        msg, route, step = await self.route_for(msg, uow, learner)
+        msg, route, step = await self.route_for(msg, uow, learner, step_pending)
         if route is None:
             route = self.router.kinds.get("unknown")
         if route is None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, union_all, update
+from sqlalchemy import String, bindparam, cast, delete, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -106,6 +106,13 @@ _IDENTITY = (
     .options(joinedload(Identity.learner, innerjoin=True))
 )
 
+#: `_IDENTITY` and whether the key-value table holds `<prefix><learner id>`, in one read.
+_IDENTITY_KEYED = _IDENTITY.add_columns(
+    select(KeyValue.key)
+    .where(KeyValue.key == bindparam("prefix", type_=String) + cast(Identity.learner_id, String))
+    .exists()
+)
+
 
 class LearnerRepo(Repo):
     """Learners and their per-channel identities."""
@@ -114,7 +121,38 @@ class LearnerRepo(Repo):
         self, channel: str, user_ref: str, display_name: str, locale_hint: str | None, settings
     ) -> Learner:
         """The learner behind `channel:user_ref`, created on first contact."""
-        identity = await self.identity(channel, user_ref)
+        learner, _ = await self.resolve_keyed(
+            channel, user_ref, display_name, locale_hint, settings, None
+        )
+        return learner
+
+    async def resolve_keyed(
+        self,
+        channel: str,
+        user_ref: str,
+        display_name: str,
+        locale_hint: str | None,
+        settings,
+        key_prefix: str | None,
+    ) -> tuple[Learner, bool]:
+        """`resolve`, and whether the key-value row `<key_prefix><learner id>` (a pending step)
+        may exist, read with the learner (True when not asked or on first contact)."""
+        keyed = key_prefix is not None
+        if keyed:
+            params = {"channel": channel, "user_ref": user_ref, "prefix": key_prefix}
+            row = (await self.session.execute(_IDENTITY_KEYED, params)).first()
+            identity, has_key = row if row is not None else (None, True)
+        else:
+            identity, has_key = await self.identity(channel, user_ref), True
+        learner = await self._refreshed(
+            identity, channel, user_ref, display_name, locale_hint, settings
+        )
+        return learner, bool(has_key)
+
+    async def _refreshed(
+        self, identity, channel, user_ref, display_name, locale_hint, settings
+    ) -> Learner:
+        """The learner of `identity` (None: create one), its name and last sighting updated."""
         if identity is None:
             learner = Learner(display_name=display_name[:128], locale=None)
             learner.locale = _locale_from_hint(locale_hint, settings.default_locale)
