@@ -568,15 +568,22 @@ class InboxRepo(Repo):
 
     async def reply_done(self, update_key: str, position: int) -> None:
         """Tick off one reply (sent, refused for good, or handed to the outbox)."""
-        row = await self.session.get(KeyValue, self._replies_key(update_key), with_for_update=True)
-        if row is None:
+        key = self._replies_key(update_key)
+        table = KeyValue.__table__
+        value = await self.session.scalar(
+            select(table.c.value).where(table.c.key == key).with_for_update()
+        )
+        if value is None:
             return
-        done = sorted(set(row.value.get("done", [])) | {position})
-        if len(done) >= len(row.value["replies"]):
-            await self.session.delete(row)
+        done = sorted(set(value.get("done", [])) | {position})
+        if len(done) >= len(value["replies"]):
+            await self.session.execute(table.delete().where(table.c.key == key))
         else:
-            row.value = {**row.value, "done": done}
-            row.updated_at = utcnow()
+            await self.session.execute(
+                table.update()
+                .where(table.c.key == key)
+                .values(value={**value, "done": done}, updated_at=utcnow())
+            )
 
 
 class OutboxRepo(Repo):
