@@ -56,6 +56,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     read_webhook,
     reply_parts,
     safe_html,
+    send_part,
     split_text,
 )
 from bot.core import (
@@ -202,7 +203,9 @@ class AiogramChannel(Channel):
     async def _send(self, chat_id: int, reply: Reply) -> None:
         markup = keyboard(reply)
         for part in reply_parts(reply):
-            await self._send_part(chat_id, part, markup if part.keyboard else None)
+            await send_part(
+                self.bot, chat_id, part, markup if part.keyboard else None, BufferedInputFile
+            )
         if reply.invoice is not None:
             invoice = reply.invoice
             await self.bot.send_invoice(
@@ -213,19 +216,6 @@ class AiogramChannel(Channel):
                 currency=invoice.currency,
                 prices=[LabeledPrice(label=invoice.label, amount=invoice.amount)],
             )
-
-    async def _send_part(self, chat_id: int, part: Part, markup) -> None:
-        paid = True if part.paid else None
-        if part.kind == "message":
-            await self.bot.send_message(
-                chat_id, part.text, reply_markup=markup, allow_paid_broadcast=paid
-            )
-            return
-        upload = BufferedInputFile(part.data, filename=part.filename)
-        send = self.bot.send_photo if part.kind == "photo" else self.bot.send_document
-        await send(
-            chat_id, upload, caption=part.text, reply_markup=markup, allow_paid_broadcast=paid
-        )
 
     async def refund(self, user_ref: str, charge_id: str) -> None:
         """Refund a Stars payment."""

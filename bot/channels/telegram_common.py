@@ -180,6 +180,23 @@ def reply_parts(reply: Reply) -> list[Part]:
     return parts
 
 
+async def send_part(bot: Any, chat_id: int, part: Part, markup: Any, upload: Any) -> None:
+    """Send one part through a runtime's bot (aiogram and PTB share the method names and
+    arguments); `upload(data, filename=…)` is the runtime's file class."""
+    paid = True if part.paid else None
+    if part.kind == "message":
+        await bot.send_message(chat_id, part.text, reply_markup=markup, allow_paid_broadcast=paid)
+        return
+    send = bot.send_photo if part.kind == "photo" else bot.send_document
+    await send(
+        chat_id,
+        upload(part.data, filename=part.filename),
+        caption=part.text,
+        reply_markup=markup,
+        allow_paid_broadcast=paid,
+    )
+
+
 def _caption(text: str) -> str | None:
     return safe_html(text[:MAX_CAPTION]) if text else None
 

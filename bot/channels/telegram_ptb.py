@@ -66,7 +66,6 @@ from bot.channels.telegram_common import (
     NAME,
     PROVIDER,
     WEBHOOK_PATH,
-    Part,
     answer_pre_checkout,
     callback_to_incoming,
     check_update_shape,
@@ -79,6 +78,7 @@ from bot.channels.telegram_common import (
     pre_checkout_to_incoming,
     read_webhook,
     reply_parts,
+    send_part,
     update_id_of,
     webhook_secret,
 )
@@ -324,7 +324,7 @@ class PtbChannel(Channel):
     async def _send(self, chat_id: int, reply: Reply) -> None:
         markup = keyboard(reply)
         for part in reply_parts(reply):
-            await self._send_part(chat_id, part, markup if part.keyboard else None)
+            await send_part(self.bot, chat_id, part, markup if part.keyboard else None, InputFile)
         if reply.invoice is not None:
             invoice = reply.invoice
             await self.bot.send_invoice(
@@ -335,19 +335,6 @@ class PtbChannel(Channel):
                 currency=invoice.currency,
                 prices=[LabeledPrice(invoice.label, invoice.amount)],
             )
-
-    async def _send_part(self, chat_id: int, part: Part, markup) -> None:
-        paid = True if part.paid else None
-        if part.kind == "message":
-            await self.bot.send_message(
-                chat_id, part.text, reply_markup=markup, allow_paid_broadcast=paid
-            )
-            return
-        upload = InputFile(part.data, filename=part.filename)
-        send = self.bot.send_photo if part.kind == "photo" else self.bot.send_document
-        await send(
-            chat_id, upload, caption=part.text, reply_markup=markup, allow_paid_broadcast=paid
-        )
 
     async def refund(self, user_ref: str, charge_id: str) -> None:
         """Refund a Stars payment."""
