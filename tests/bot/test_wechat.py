@@ -26,20 +26,6 @@ async def count(app, model, *where) -> int:
         return int(await uow.session.scalar(select(func.count()).select_from(model).where(*where)))
 
 
-@pytest.fixture
-async def wx(tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as fake:
-        yield fake
-
-
-@pytest.fixture
-async def wechat(sqlite_url, clock, wx):
-    app, channel = await start_wechat_app(sqlite_url, clock, wx)
-    yield app, channel
-    await channel.stop()
-    await app.close()
-
-
 async def test_url_check_echoes_only_with_the_right_signature(wechat, wx):
     app, _ = wechat
     async with wx._http.get(

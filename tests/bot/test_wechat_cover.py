@@ -3,26 +3,14 @@ caption); the channel fetches it as temporary media and the card then shows it a
 
 from __future__ import annotations
 
-import pytest
-
 from services.catalog import cover_of
-from tests.bot.wechat_support import ADMIN_WX, start_wechat_app
-from tests.fakes.wechat_api import FakeWeChat
+from tests.bot.wechat_support import ADMIN_WX
 
 PICTURE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
-@pytest.fixture
-async def wechat(sqlite_url, clock, tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as wx:
-        app, channel = await start_wechat_app(sqlite_url, clock, wx)
-        yield app, wx
-        await channel.stop()
-        await app.close()
-
-
-async def test_cover_then_a_picture_sets_the_cover(wechat):
-    app, wx = wechat
+async def test_cover_then_a_picture_sets_the_cover(wechat, wx):
+    app, _ = wechat
     admin = wx.user(ADMIN_WX)
     assert "#2" in (await admin.send_text("/cover 2")).reply
     assert "封面已更新" in (await admin.send_image(PICTURE)).reply
@@ -31,8 +19,8 @@ async def test_cover_then_a_picture_sets_the_cover(wechat):
         assert await cover_of(uow, 2) == PICTURE
 
 
-async def test_a_learners_picture_changes_nothing(wechat):
-    app, wx = wechat
+async def test_a_learners_picture_changes_nothing(wechat, wx):
+    app, _ = wechat
     learner = wx.user("oLearnerPic001")
     await learner.send_text("/cover 2")
     reply = (await learner.send_image(PICTURE)).reply

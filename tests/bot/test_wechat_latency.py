@@ -20,14 +20,6 @@ async def wx(tmp_path):
         yield fake
 
 
-@pytest.fixture
-async def wechat(sqlite_url, clock, wx):
-    app, channel = await start_wechat_app(sqlite_url, clock, wx)
-    yield app, channel
-    await channel.stop()
-    await app.close()
-
-
 async def test_a_typed_number_right_after_the_reply_uses_the_options_not_yet_written(wechat, wx):
     app, channel = wechat
     channel.writes.delay = 5.0  # the batch is not written before the number comes

@@ -11,13 +11,6 @@ import pytest
 from bot.channels.wechat import MAX_MENU_ITEMS, menu_parts
 from bot.core import Button, Reply
 from tests.bot.wechat_support import start_wechat_app
-from tests.fakes.wechat_api import FakeWeChat
-
-
-@pytest.fixture
-async def wx(tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as fake:
-        yield fake
 
 
 @pytest.fixture

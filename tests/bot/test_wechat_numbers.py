@@ -5,23 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bot.wechat_support import start_wechat_app
-from tests.fakes.wechat_api import FakeWeChat
-
-
-@pytest.fixture
-async def wx(tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as fake:
-        yield fake
-
-
-@pytest.fixture
-async def wechat(sqlite_url, clock, wx):
-    app, channel = await start_wechat_app(sqlite_url, clock, wx)
-    yield app, channel
-    await channel.stop()
-    await app.close()
-
 
 async def test_odd_digits_are_text_and_a_real_number_picks_its_option(wechat, wx):
     user = wx.user("oDigits01")

@@ -9,18 +9,11 @@ from sqlalchemy import func, select
 from bot.channels.wechat_pay import FRESH_SECONDS, fresh
 from storage.models import Enrolment, Order, Payment, WeChatPayOrder
 from tests.bot.wechat_support import ADMIN_WX, invoice_code_url, start_wechat_app
-from tests.fakes.wechat_api import FakeWeChat
 
 
 async def count(app, model, *where) -> int:
     async with app.uow() as uow:
         return int(await uow.session.scalar(select(func.count()).select_from(model).where(*where)))
-
-
-@pytest.fixture
-async def wx(tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -9,13 +9,6 @@ import pytest
 from bot.channels.wechat import WeChatChannel
 from bot.core import ChannelError, Reply
 from tests.bot.wechat_support import start_wechat_app
-from tests.fakes.wechat_api import FakeWeChat
-
-
-@pytest.fixture
-async def wx(tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as fake:
-        yield fake
 
 
 async def _users(wx, n: int) -> list:

@@ -18,7 +18,6 @@ from bot.channels.wechat_token import RedisTokenStore
 from bot.core import ChannelError, Reply
 from tests.bot.wechat_support import start_wechat_app
 from tests.conftest import free_port
-from tests.fakes.wechat_api import FakeWeChat
 
 REQUIRE_REDIS = os.environ.get("COURSEBOT_REQUIRE_REDIS") == "1"
 
@@ -64,12 +63,6 @@ def _wait_listening(port: int, process: subprocess.Popen) -> None:
                 return
         time.sleep(0.02)
     raise RuntimeError("redis-server did not start listening")
-
-
-@pytest.fixture
-async def wx(tmp_path):
-    async with FakeWeChat(tmp_path / "keys") as fake:
-        yield fake
 
 
 def _users(wx, n: int) -> list:
