@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -44,14 +45,6 @@ CATCH_UP_SECONDS = 0.25
 CHAT_GAP = 1.0
 MAX_RATE_LIMITED_TRIES = 20
 MAX_BACKOFF_SECONDS = 600
-
-
-@dataclass
-class _Send:
-    """One send's place in the rate window: from its start until `window` after its answer."""
-
-    start: float
-    answered: float | None = None
 
 
 class RateLimiter:
@@ -73,7 +66,10 @@ class RateLimiter:
         self.catch_up = CATCH_UP_SECONDS
         self.monotonic = monotonic
         self.sleep = sleep
-        self.sends: list[_Send] = []
+        self.unanswered = 0
+        #: Answer times of the sends still inside the window, oldest first (the clock only
+        #: goes forward, so appending keeps them sorted and the oldest is always at the left).
+        self.answers: deque[float] = deque()
         self.due = -math.inf
         self.paused_until = 0.0
         self._lock = asyncio.Lock()
@@ -82,14 +78,15 @@ class RateLimiter:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Wait for a send slot; the body is the send, which holds the slot until answered."""
-        send = await self._acquire()
+        await self._acquire()
         try:
             yield
         finally:
-            send.answered = self.monotonic()
+            self.unanswered -= 1
+            self.answers.append(self.monotonic())
             self._answered.set()
 
-    async def _acquire(self) -> _Send:
+    async def _acquire(self) -> None:
         async with self._lock:
             while True:
                 now = self.monotonic()
@@ -101,23 +98,20 @@ class RateLimiter:
                     await self.sleep(wait)
                 else:
                     break
-            send = _Send(now)
-            self.sends.append(send)
+            self.unanswered += 1
             self.due = max(self.due, now) + self.interval
-            return send
 
     def _wait(self, now: float) -> float | None:
         """Seconds until a send may start (None: wait for an answer)."""
-        self.sends = [
-            s for s in self.sends if s.answered is None or s.answered + self.window > now
-        ]
+        answers = self.answers
+        while answers and answers[0] + self.window <= now:
+            answers.popleft()
         wait = max(self.paused_until, self.due - self.catch_up) - now
-        if len(self.sends) < self.cap:
+        if self.unanswered + len(answers) < self.cap:
             return wait
-        answers = [s.answered for s in self.sends if s.answered is not None]
         if not answers:
             return None
-        return max(wait, min(answers) + self.window - now)
+        return max(wait, answers[0] + self.window - now)
 
     def pause(self, seconds: float) -> None:
         """Send nothing on this channel for `seconds` from now (the platform said 429)."""
