@@ -121,6 +121,10 @@ def _lines(path: str) -> Iterator[tuple[str, int]]:
 
 def build(path: str) -> tuple[CompactFreq, int]:
     """The compact ``FREQ`` and the total frequency of a jieba dictionary file."""
+    return _freq(_freq_parts(path))
+
+
+def _freq_parts(path: str) -> tuple:
     trie = marisa_trie.Trie(word for word, _ in _lines(path))
     freqs = array("Q", bytes(8 * len(trie)))
     total = 0
@@ -130,50 +134,116 @@ def build(path: str) -> tuple[CompactFreq, int]:
     if max(freqs, default=0) < 2**32:
         freqs = array("I", freqs)  # 4 bytes a word (the bundled dictionary's top is 883,634)
     longest = max((len(word) for word in trie.iterkeys()), default=1)
-    _trim_heap()
-    return CompactFreq(trie, freqs, longest), total
+    return total, longest, freqs.typecode, freqs.tobytes(), trie.tobytes()
 
 
-def _trim_heap() -> None:
-    # glibc keeps the ~18 MB the trie builder freed; hand it back (a no-op elsewhere)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _cache_file(path: str, tmp_dir: str | None) -> str:
-    name = hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()[:16]
-    return os.path.join(tmp_dir or tempfile.gettempdir(), f"coursebot-jieba.{name}.trie")
+def _freq(parts: tuple) -> tuple[CompactFreq, int]:
+    total, longest, typecode, freqs, trie = parts
+    table = array(typecode)
+    table.frombytes(freqs)
+    return CompactFreq(marisa_trie.Trie().frombytes(trie), table, longest), total
 
 
 def load(path: str, tmp_dir: str | None = None) -> tuple[CompactFreq, int]:
     """:func:`build`, read from the cache file when it was made from this very dictionary."""
+    return _freq(_cached(path, tmp_dir, "trie", _freq_parts))
+
+
+def _cached(path: str, tmp_dir: str | None, kind: str, make) -> tuple:
+    """``make(path)``, or what it made from this very file (same size and mtime) before."""
     stat = os.stat(path)
-    key = (FORMAT, path, stat.st_size, stat.st_mtime_ns)
-    cache = _cache_file(path, tmp_dir)
+    key = (FORMAT, kind, path, stat.st_size, stat.st_mtime_ns)
+    name = hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()[:16]
+    cache = os.path.join(tmp_dir or tempfile.gettempdir(), f"coursebot-jieba.{name}.{kind}")
     try:
         with open(cache, "rb") as f:
-            cached_key, total, longest, typecode, freqs, trie_bytes = marshal.load(f)
+            cached_key, parts = marshal.load(f)
         if cached_key == key:
-            table = array(typecode)
-            table.frombytes(freqs)
-            return CompactFreq(marisa_trie.Trie().frombytes(trie_bytes), table, longest), total
+            return parts
     except (OSError, ValueError, EOFError, TypeError):
         pass
-    freq, total = build(path)
-    table = freq.freqs
-    data = (key, total, freq.longest, table.typecode, table.tobytes(), freq.trie.tobytes())
+    parts = make(path)
+    _trim_heap()
     try:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache))
         with os.fdopen(fd, "wb") as f:
-            marshal.dump(data, f)
+            marshal.dump((key, parts), f)
         os.replace(tmp, cache)
     except OSError:
-        log.debug("could not write the jieba trie cache %s", cache, exc_info=True)
-    return freq, total
+        log.debug("could not write the jieba cache %s", cache, exc_info=True)
+    return parts
+
+
+def _trim_heap() -> None:
+    # glibc keeps the ~18 MB a build freed (the trie builder's, the parsed lines); hand it back
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+#: ``jieba.analyse``'s ``KeywordExtractor.STOP_WORDS`` (importing jieba.analyse costs ~97 MB:
+#: its IDF dict and jieba.posseg's dict of every word's part of speech)
+_KEYWORD_STOP_WORDS = """
+    the of is and to in that we for an are by be as on with can if from which you it this then at
+    have all not one has or
+"""
+KEYWORD_STOP_WORDS = frozenset(_KEYWORD_STOP_WORDS.split())
+
+
+class CompactIDF:
+    """``jieba.analyse``'s IDF table (word → idf; the median for a word it lacks) in a trie."""
+
+    __slots__ = ("trie", "idfs", "median")
+
+    def __init__(self, trie: marisa_trie.Trie, idfs: array, median: float) -> None:
+        self.trie, self.idfs, self.median = trie, idfs, median
+
+    def get(self, word: str) -> float:
+        """The idf of a word, the median idf when the table lacks it."""
+        key = self.trie.get(word)
+        return self.idfs[key] if key is not None else self.median
+
+
+def default_idf_file() -> str:
+    """The path of ``jieba.analyse``'s bundled IDF table (idf.txt)."""
+    return os.path.join(os.path.dirname(default_dictionary()), "analyse", "idf.txt")
+
+
+def _idf_parts(path: str) -> tuple:
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8").splitlines()  # as jieba.analyse.IDFLoader reads it
+    trie = marisa_trie.Trie(line.strip().split(" ")[0] for line in lines)
+    idfs = array("d", bytes(8 * len(trie)))
+    for line in lines:  # a repeated word keeps its last idf, as in IDFLoader's dict
+        word, idf = line.strip().split(" ")
+        idfs[trie[word]] = float(idf)
+    median = sorted(idfs)[len(idfs) // 2]
+    return median, idfs.tobytes(), trie.tobytes()
+
+
+def idf_table(path: str | None = None, tmp_dir: str | None = None) -> CompactIDF:
+    """The IDF table of ``jieba.analyse`` (its bundled idf.txt by default), cached on disk."""
+    median, idfs, trie = _cached(path or default_idf_file(), tmp_dir, "idf", _idf_parts)
+    table = array("d")
+    table.frombytes(idfs)
+    return CompactIDF(marisa_trie.Trie().frombytes(trie), table, median)
+
+
+def extract_tags(tok: Any, idf: CompactIDF, sentence: str, top_k: int | None = 20) -> list[str]:
+    """``jieba.analyse.extract_tags(sentence, topK=top_k)`` (TF-IDF), read from ``idf``."""
+    freq: dict[str, float] = {}
+    for w in tok.cut(sentence):
+        if len(w.strip()) < 2 or w.lower() in KEYWORD_STOP_WORDS:
+            continue
+        freq[w] = freq.get(w, 0.0) + 1.0
+    total = sum(freq.values())
+    for k in freq:
+        freq[k] *= idf.get(k) / total
+    tags = sorted(freq, key=freq.__getitem__, reverse=True)
+    return tags[:top_k] if top_k else tags
 
 
 def _tokenizer_class() -> type:

@@ -56,6 +56,7 @@ STOPWORDS = frozenset(_STOPWORDS.split())
 _load_lock = threading.Lock()
 _start_lock = threading.Lock()
 _jieba: Any = None
+_idf: Any = None
 _thread: threading.Thread | None = None
 
 
@@ -160,11 +161,22 @@ features = terms
 
 def keywords(texts: Iterable[str], top: int = 8) -> list[str]:
     """The top keywords of some texts (jieba's TF-IDF ``extract_tags``), digits dropped."""
-    _segmenter()
-    import jieba.analyse
+    from bot import jieba_compact
 
-    words = jieba.analyse.extract_tags("\n".join(texts), topK=top * 2)
+    words = jieba_compact.extract_tags(_segmenter(), _idf_table(), "\n".join(texts), top * 2)
     return [w for w in words if len(w.strip()) > 1 and not w.isdigit()][:top]
+
+
+def _idf_table():
+    """jieba.analyse's IDF table in a trie (importing jieba.analyse itself costs ~97 MB)."""
+    global _idf
+    if _idf is None:
+        with _load_lock:
+            if _idf is None:
+                from bot import jieba_compact
+
+                _idf = jieba_compact.idf_table()
+    return _idf
 
 
 def idf(n: int, df):
