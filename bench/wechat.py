@@ -1,12 +1,16 @@
 """WeChat benchmark against the fake WeChat (and the fake Bot API for the comparison).
 
-    python bench/wechat.py [--senders 50] [--messages 10] [--safe]
+    python bench/wechat.py [--senders 50] [--messages 10] [--think 1] [--safe]
 
 Prints:
 - p50 / p99 / max `/wechat` answer time under N concurrent senders, each typing `messages`
   keywords in turn (课程, 帮助, 搜索 Python, numbers …) — passive replies; goal p99 < 100 ms;
   how many answers were passive, and how many messages WeChat had to push again (no answer
-  within its 5 s: the 5-second rule broken);
+  within its 5 s: the 5-second rule broken). Twice:
+  - closed loop (saturation): each sender types its next message the moment the answer
+    arrives, so the figures are the throughput ceiling and latency ≈ senders / throughput;
+  - paced (`--think`, realistic learners): each sender waits `think` seconds (±50 %, random)
+    after each answer, so N senders offer about N / think messages a second;
 - how many access-token fetches the run caused (goal: 1);
 - the same learner journey (browse → card → buy → pay → my courses) timed on WeChat and on
   Telegram, each against its fake.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import statistics
 import sys
 import tempfile
@@ -59,7 +64,51 @@ async def make_app(folder: Path, name: str, **values):
     return app
 
 
-async def wechat_load(folder: Path, senders: int, messages: int, safe: bool) -> None:
+async def load(wx, senders: int, messages: int, safe: bool, think: float, prefix: str) -> None:
+    """Push `messages` keywords from each of `senders` users at once; print the figures."""
+    times: list[float] = []
+    passive = retried = 0
+    rng = random.Random(11)
+
+    async def sender(n: int) -> None:
+        nonlocal passive, retried
+        user = wx.user(f"{prefix}{n:05d}", safe=safe)
+        await asyncio.sleep(rng.uniform(0, think))  # paced senders do not start in step
+        for i in range(messages):
+            if i and think:
+                await asyncio.sleep(think * rng.uniform(0.5, 1.5))
+            delivery = await user.send_text(WORDS[(n + i) % len(WORDS)])
+            times.extend(delivery.answer_times)
+            passive += delivery.reply is not None
+            retried += len(delivery.tries) > 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(n) for n in range(senders)))
+    wall = time.perf_counter() - started
+    ms = [t * 1000 for t in times]
+    mode = "safe (AES)" if safe else "plain"
+    if think:
+        print(
+            f"/wechat PACED: {senders} senders × {messages} messages, each waiting {think:g} s"
+            f" (±50 %) after an answer: about {senders / think:.0f} msg/s offered, {mode} mode:"
+        )
+    else:
+        print(
+            f"/wechat CLOSED LOOP (saturation): {senders} senders × {messages} messages, the"
+            f" next one sent as soon as the answer arrives, {mode} mode:"
+        )
+    print(
+        f"  answers {len(ms)} in {wall:.1f} s ({len(ms) / wall:.0f}/s), passive {passive}"
+        f" (others: `success`, then customer service); retried by WeChat after 5 s: {retried}"
+    )
+    print(
+        f"  p50 {statistics.median(ms):.1f} ms   p99 {percentile(ms, 0.99):.1f} ms   "
+        f"max {max(ms):.1f} ms   (goal p99 < 100 ms)"
+    )
+
+
+async def wechat_load(folder: Path, senders: int, messages: int, safe: bool, think: float):
+    """The load runs (closed loop, then paced when `think` > 0) and the token fetches."""
     async with FakeWeChat(folder / "keys") as wx:
         port = free_port()
         app = await make_app(
@@ -74,39 +123,15 @@ async def wechat_load(folder: Path, senders: int, messages: int, safe: bool) -> 
         wx.bot_url = f"http://127.0.0.1:{port}"
         try:
             await wx.user("oWarm").send_text("帮助")  # first contact, token not needed yet
-            times: list[float] = []
-            passive = retried = 0
-
-            async def sender(n: int) -> None:
-                nonlocal passive, retried
-                user = wx.user(f"oBench{n:05d}", safe=safe)
-                for i in range(messages):
-                    delivery = await user.send_text(WORDS[(n + i) % len(WORDS)])
-                    times.extend(delivery.answer_times)
-                    passive += delivery.reply is not None
-                    retried += len(delivery.tries) > 1
-
-            started = time.perf_counter()
-            await asyncio.gather(*(sender(n) for n in range(senders)))
-            wall = time.perf_counter() - started
-            ms = [t * 1000 for t in times]
-            mode = "safe (AES)" if safe else "plain"
-            print(f"/wechat, {senders} concurrent senders × {messages} messages, {mode} mode:")
-            print(
-                f"  answers {len(ms)} in {wall:.1f} s ({len(ms) / wall:.0f}/s), passive {passive}"
-                f" (others: `success`, then customer service); retried by WeChat after 5 s:"
-                f" {retried}"
-            )
-            print(
-                f"  p50 {statistics.median(ms):.1f} ms   p99 {percentile(ms, 0.99):.1f} ms   "
-                f"max {max(ms):.1f} ms   (goal p99 < 100 ms)"
-            )
+            await load(wx, senders, messages, safe, 0.0, "oBench")
+            if think:
+                await load(wx, senders, messages, safe, think, "oPaced")
             # Replies that need the API (QR codes, slow handlers) use the token: fetch once.
             users = [wx.user(f"oPay{n:03d}") for n in range(10)]
             await asyncio.gather(*(invoice_code_url(app, channel, u) for u in users))
             print(
-                f"  access-token fetches during the run: {wx.token_fetches} "
-                f"(10 concurrent QR invoices; goal 1)"
+                f"access-token fetches during the runs: {wx.token_fetches} "
+                f"(10 concurrent QR invoices at the end; goal 1)"
             )
         finally:
             await channel.stop()
@@ -175,6 +200,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--senders", type=int, default=50)
     parser.add_argument("--messages", type=int, default=10)
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=1.0,
+        help="paced run: seconds between answer and next message (0: closed loop only)",
+    )
     parser.add_argument("--safe", action="store_true", help="safe (AES) mode")
     parser.add_argument("--words", default="", help="comma-separated words instead of the mix")
     args = parser.parse_args()
@@ -182,7 +213,7 @@ async def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="coursebot-bench-wechat-"))
     if args.words:
         WORDS[:] = args.words.split(",")
-    await wechat_load(folder, args.senders, args.messages, args.safe)
+    await wechat_load(folder, args.senders, args.messages, args.safe, args.think)
     wx = await wechat_journey(folder)
     tg = await telegram_journey(folder)
     print("same journey (browse → card → buy → pay → my courses), each against its fake:")
