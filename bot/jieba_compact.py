@@ -34,7 +34,7 @@ import marisa_trie
 log = logging.getLogger(__name__)
 
 #: Bumped when the cached form changes.
-FORMAT = 1
+FORMAT = 2
 
 
 def import_jieba() -> Any:
@@ -69,13 +69,20 @@ def _import_but_pkg_resources(name, *args, **kwargs):
 class CompactFreq:
     """jieba's ``FREQ`` (word or prefix → frequency, 0 for a bare prefix) read from a trie."""
 
-    __slots__ = ("trie", "freqs", "longest", "exact", "added")
+    __slots__ = ("trie", "freqs", "longest", "starts", "chars", "exact", "added")
 
-    def __init__(self, trie: marisa_trie.Trie, freqs: array, longest: int) -> None:
+    def __init__(
+        self, trie: marisa_trie.Trie, freqs: array, longest: int, starts: str, chars: str
+    ) -> None:
         self.trie = trie
         self.freqs = freqs
         #: the length of the longest word
         self.longest = longest
+        #: the frequency of each one-character word (~12k; half of what a route looks up)
+        self.chars = {c: freqs[trie[c]] for c in chars}
+        one = {c: c for c in self.chars}  # the same str objects in both: ~0.7 MB less
+        #: the characters that begin a word of two or more (elsewhere a DAG has one end)
+        self.starts = frozenset(one.get(c, c) for c in starts)
         #: True while every word has a frequency and none was added: get_DAG may use the trie
         self.exact = all(freqs)
         #: words added at run time (``add_word``, ``load_userdict``) and their new prefixes
@@ -134,14 +141,17 @@ def _freq_parts(path: str) -> tuple:
     if max(freqs, default=0) < 2**32:
         freqs = array("I", freqs)  # 4 bytes a word (the bundled dictionary's top is 883,634)
     longest = max((len(word) for word in trie.iterkeys()), default=1)
-    return total, longest, freqs.typecode, freqs.tobytes(), trie.tobytes()
+    starts = "".join(sorted({word[0] for word in trie.iterkeys() if len(word) > 1}))
+    chars = "".join(sorted(word for word in trie.iterkeys() if len(word) == 1))
+    return total, longest, starts, chars, freqs.typecode, freqs.tobytes(), trie.tobytes()
 
 
 def _freq(parts: tuple) -> tuple[CompactFreq, int]:
-    total, longest, typecode, freqs, trie = parts
+    total, longest, starts, chars, typecode, freqs, trie = parts
     table = array(typecode)
     table.frombytes(freqs)
-    return CompactFreq(marisa_trie.Trie().frombytes(trie), table, longest), total
+    trie = marisa_trie.Trie().frombytes(trie)
+    return CompactFreq(trie, table, longest, starts, chars), total
 
 
 def load(path: str, tmp_dir: str | None = None) -> tuple[CompactFreq, int]:
@@ -271,10 +281,13 @@ def _tokenizer_class() -> type:
             freq = self.FREQ
             if not freq.exact:
                 return super().get_DAG(sentence)
-            prefixes, longest = freq.trie.prefixes, freq.longest
+            prefixes, longest, starts = freq.trie.prefixes, freq.longest, freq.starts
             dag = {}
             for k in range(len(sentence)):
-                dag[k] = [k + len(w) - 1 for w in prefixes(sentence[k : k + longest])] or [k]
+                if sentence[k] in starts:
+                    dag[k] = [k + len(w) - 1 for w in prefixes(sentence[k : k + longest])] or [k]
+                else:  # at most a one-character word here
+                    dag[k] = [k]
             return dag
 
         def calc(self, sentence: str, DAG: dict, route: dict) -> None:  # noqa: N803
@@ -282,22 +295,22 @@ def _tokenizer_class() -> type:
             freq = self.FREQ
             if not freq.exact:
                 return super().calc(sentence, DAG, route)
-            key_of, freqs = freq.trie.get, freq.freqs
+            key_of, freqs, chars = freq.trie.get, freq.freqs, freq.chars
             n = len(sentence)
             route[n] = (0, 0)
             logtotal = math.log(self.total)
             for idx in range(n - 1, -1, -1):
-                route[idx] = max(
-                    (
-                        math.log(
-                            freqs[k] if (k := key_of(sentence[idx : x + 1])) is not None else 1
-                        )
-                        - logtotal
-                        + route[x + 1][0],
-                        x,
-                    )
-                    for x in DAG[idx]
-                )
+                best = None
+                for x in DAG[idx]:
+                    if x == idx:
+                        f = chars.get(sentence[idx])
+                    else:
+                        k = key_of(sentence[idx : x + 1])
+                        f = freqs[k] if k is not None else None
+                    here = (math.log(f or 1) - logtotal + route[x + 1][0], x)
+                    if best is None or here > best:
+                        best = here
+                route[idx] = best
 
         def cut_for_search(self, sentence: str, HMM: bool = True) -> Iterator[str]:  # noqa: N803
             """jieba's search cut; a word's 2- and 3-grams looked up in the trie alone."""
