@@ -6,8 +6,10 @@ Before each spawn a `/start` waits at the fake Bot API (tests/fakes/telegram_api
 stops when the bot's answer reaches the fake. Runs are interleaved (ours, echo, ours, …) on a copy
 of one database already at the newest migration with the demo catalog (a restart, the common
 case). Prints each run, the medians and their ratio, and coursebot's idle RSS (VmRSS from
-/proc/<pid>/status, `--idle` seconds after its first answer). `--interactions N` adds N stored
-interactions (and N/10 learners) to that database, to show start-up does not grow with them.
+/proc/<pid>/status, `--idle` seconds after its first answer; the default 5 s lets the background
+warm-up, jieba's dictionary and the catalogue index, finish on a busy 2-core machine).
+`--interactions N` adds N stored interactions (and N/10 learners) to that database, to show
+start-up does not grow with them.
 `--before DIR` also runs the coursebot of another checkout (e.g. `git archive <commit>` unpacked
 there) in the same rounds, on its own database, for before/after figures from one run.
 """
@@ -194,7 +196,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interactions", type=int, default=0)
-    parser.add_argument("--idle", type=float, default=2.0)
+    parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument("--before", help="another checkout of coursebot to time alongside")
     return parser.parse_args(argv)
 
