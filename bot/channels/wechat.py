@@ -501,14 +501,12 @@ class WeChatChannel(Channel):
             shown = await uow.kv.get(options_key(user_ref))
         return (shown or {}).get("options", [])
 
-    async def _write_state(self, uow, options: dict[str, list], seen: set[str]) -> None:
-        """One batch of the write-behind: options shown, identities seen."""
-        from services.linking import seen as touch
-
+    async def _write_state(self, uow, options: dict[str, list], seen: dict[str, datetime]):
+        """One batch of the write-behind: options shown, identities seen (and when)."""
         for user_ref, shown in options.items():
             await uow.kv.put(options_key(user_ref), {"options": shown})
-        for user_ref in sorted(seen):
-            await touch(uow, NAME, user_ref)
+        for user_ref, when in sorted(seen.items()):
+            await uow.wechat.links.touch(NAME, user_ref, when)
 
     async def _menu_payload(self, user_ref: str, item_id: str) -> str | None:
         """The payload of a msgmenu item this user was sent (None: unknown or too old)."""

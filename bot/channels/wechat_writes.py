@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,19 @@ BATCH_DELAY = 0.02
 #: Seconds before retrying after a failed batch.
 RETRY_DELAY = 1.0
 
-Writer = Callable[[object, dict[str, list], set[str]], Awaitable[None]]
+Writer = Callable[[object, dict[str, list], dict[str, datetime]], Awaitable[None]]
 
 
 class WriteBehind:
     """Pending options and last-seen stamps, flushed in one transaction per batch."""
 
-    def __init__(
-        self, uow_factory, write: Writer, delay: float = BATCH_DELAY, turn=None
-    ) -> None:
+    def __init__(self, uow_factory, write: Writer, delay: float = BATCH_DELAY, turn=None) -> None:
         self.uow = uow_factory
         self.turn = turn or contextlib.nullcontext  # the channel's turn to write
         self.write = write
         self.delay = delay
         self.options: dict[str, list] = {}
-        self.seen: set[str] = set()
+        self.seen: dict[str, datetime] = {}  # user -> when they wrote (not when flushed)
         self._writing: dict[str, list] = {}
         self._task: asyncio.Task | None = None
         self.batches = 0
@@ -50,8 +49,10 @@ class WriteBehind:
         self._wake()
 
     def touch(self, user_ref: str) -> None:
-        """Store that a user wrote to us (soon)."""
-        self.seen.add(user_ref)
+        """Store that a user wrote to us now (soon)."""
+        # Stamped now: a stamp taken at the flush could postdate the learner's next message on
+        # another channel, which then would not count as the channel used last.
+        self.seen[user_ref] = datetime.now(UTC)
         self._wake()
 
     def pending(self, user_ref: str) -> list | None:
@@ -73,7 +74,7 @@ class WriteBehind:
         options, seen = self.options, self.seen
         if not options and not seen:
             return True
-        self.options, self.seen, self._writing = {}, set(), options
+        self.options, self.seen, self._writing = {}, {}, options
         try:
             async with self.turn(), self.uow() as uow:
                 await self.write(uow, options, seen)
@@ -81,7 +82,7 @@ class WriteBehind:
         except Exception:  # noqa: BLE001 - kept for the next batch
             log.exception("writing WeChat state failed; retrying")
             self.options = {**options, **self.options}
-            self.seen |= seen
+            self.seen = {**seen, **self.seen}
             return False
         finally:
             self._writing = {}
