@@ -11,6 +11,8 @@ Prints:
     arrives, so the figures are the throughput ceiling and latency ≈ senders / throughput;
   - paced (`--think`, realistic learners): each sender waits `think` seconds (±50 %, random)
     after each answer, so N senders offer about N / think messages a second;
+  with the CPU per answer of this process (bot and fake), steadier than wall time when the
+  machine is shared;
 - how many access-token fetches the run caused (goal: 1);
 - the same learner journey (browse → card → buy → pay → my courses) timed on WeChat and on
   Telegram, each against its fake.
@@ -82,9 +84,10 @@ async def load(wx, senders: int, messages: int, safe: bool, think: float, prefix
             passive += delivery.reply is not None
             retried += len(delivery.tries) > 1
 
-    started = time.perf_counter()
+    started, cpu, loop_cpu = time.perf_counter(), time.process_time(), time.thread_time()
     await asyncio.gather(*(sender(n) for n in range(senders)))
     wall = time.perf_counter() - started
+    cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
     ms = [t * 1000 for t in times]
     mode = "safe (AES)" if safe else "plain"
     if think:
@@ -104,6 +107,11 @@ async def load(wx, senders: int, messages: int, safe: bool, think: float, prefix
     print(
         f"  p50 {statistics.median(ms):.1f} ms   p99 {percentile(ms, 0.99):.1f} ms   "
         f"max {max(ms):.1f} ms   (goal p99 < 100 ms)"
+    )
+    # CPU is steadier than wall time on a shared machine; the fake runs in this process too.
+    print(
+        f"  CPU per answer (bot and fake WeChat, one process): {cpu / len(ms) * 1000:.1f} ms,"
+        f" {loop_cpu / len(ms) * 1000:.1f} ms of it on the event loop's thread"
     )
 
 
