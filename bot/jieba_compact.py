@@ -265,6 +265,8 @@ def _tokenizer_class() -> type:
     class CompactTokenizer(jieba.Tokenizer):
         """A ``jieba.Tokenizer`` whose ``FREQ`` is a :class:`CompactFreq`: the same tokens."""
 
+        _one: tuple | None = None
+
         def initialize(self, dictionary: str | None = None) -> None:
             """Load the compact dictionary (cached on disk) once."""
             if dictionary:
@@ -286,9 +288,10 @@ def _tokenizer_class() -> type:
                 return super().get_DAG(sentence)
             prefixes, longest, starts = freq.trie.prefixes, freq.longest, freq.starts
             dag = {}
-            for k in range(len(sentence)):
-                if sentence[k] in starts:
-                    dag[k] = [k + len(w) - 1 for w in prefixes(sentence[k : k + longest])] or [k]
+            for k, char in enumerate(sentence):
+                if char in starts:
+                    words = prefixes(sentence[k : k + longest])
+                    dag[k] = [k - 1 + len(w) for w in words] if words else [k]
                 else:  # at most a one-character word here
                     dag[k] = [k]
             return dag
@@ -298,19 +301,28 @@ def _tokenizer_class() -> type:
             freq = self.FREQ
             if not freq.exact:
                 return super().calc(sentence, DAG, route)
-            key_of, freqs, chars = freq.trie.get, freq.freqs, freq.chars
+            key_of, freqs = freq.trie.get, freq.freqs
+            logtotal = math.log(self.total)
+            if self._one is None or self._one[0] != self.total:
+                one = {c: math.log(f) - logtotal for c, f in freq.chars.items()}
+                self._one = (self.total, one)
+            one = self._one[1]  # log(freq) - logtotal of each one-character word: as jieba sums
+            unknown = math.log(1) - logtotal
             n = len(sentence)
             route[n] = (0, 0)
-            logtotal = math.log(self.total)
             for idx in range(n - 1, -1, -1):
+                ends = DAG[idx]
+                if len(ends) == 1 and ends[0] == idx:  # most positions: one character
+                    route[idx] = (one.get(sentence[idx], unknown) + route[idx + 1][0], idx)
+                    continue
                 best = None
-                for x in DAG[idx]:
+                for x in ends:
                     if x == idx:
-                        f = chars.get(sentence[idx])
+                        here = (one.get(sentence[idx], unknown) + route[idx + 1][0], x)
                     else:
                         k = key_of(sentence[idx : x + 1])
-                        f = freqs[k] if k is not None else None
-                    here = (math.log(f or 1) - logtotal + route[x + 1][0], x)
+                        f = freqs[k] if k is not None else 1
+                        here = (math.log(f) - logtotal + route[x + 1][0], x)
                     if best is None or here > best:
                         best = here
                 route[idx] = best
@@ -323,9 +335,13 @@ def _tokenizer_class() -> type:
             trie = self.FREQ.trie  # every word in it has a frequency, so "in" means FREQ > 0
             for w in self.cut(sentence, HMM=HMM):
                 if len(w) > 2:
-                    yield from (g for i in range(len(w) - 1) if (g := w[i : i + 2]) in trie)
+                    for i in range(len(w) - 1):
+                        if (gram := w[i : i + 2]) in trie:
+                            yield gram
                 if len(w) > 3:
-                    yield from (g for i in range(len(w) - 2) if (g := w[i : i + 3]) in trie)
+                    for i in range(len(w) - 2):
+                        if (gram := w[i : i + 3]) in trie:
+                            yield gram
                 yield w
 
     return CompactTokenizer
