@@ -84,3 +84,21 @@ def test_one_cache_policy_rebuilds_only_when_a_text_changes():
     changed = cache.get({1: "python 入门", 2: "excel 透视表"})
     assert changed is not first and cache.get({1: "python 入门", 2: "excel"}) is first
     assert cached_index({1: "a b"}) is cached_index({1: "a b"})
+
+
+def test_tokens_and_keywords_are_stock_jiebas_on_the_compact_dictionary():
+    import json
+
+    import jieba
+    import jieba.analyse
+
+    pairs = json.loads((ROOT / "tests/data/faq_pairs.json").read_text("utf-8"))
+    texts = [p["query"] for p in pairs["pairs"]] + [e["question"] for e in pairs["faq"]]
+    for text in texts:
+        stock = [w.strip() for w in jieba.lcut_for_search(text.lower())]
+        want = [w for w in stock if w and textindex._WORD.search(w) and w not in STOPWORDS]
+        assert tokens(text) == want, text
+    answers = [e["answer"] for e in pairs["faq"]]
+    stock = jieba.analyse.extract_tags("\n".join(answers), topK=16)
+    want = [w for w in stock if len(w.strip()) > 1 and not w.isdigit()][:8]
+    assert textindex.keywords(answers) == want and len(want) == 8
