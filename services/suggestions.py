@@ -7,6 +7,7 @@ reaches the learner: it is logged and there are no suggestions.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -55,7 +56,12 @@ async def suggestions(uow, recommender, learner_id: int, n: int = SUGGESTIONS) -
         recommender.refresh()
         catalog, browsed = await _candidates(uow, recommender, learner_id, owned, history, index)
         picks = recommender.suggest(
-            learner_id, owned, list(catalog.values()), history, browsed, n=n,
+            learner_id,
+            owned,
+            list(catalog.values()),
+            history,
+            browsed,
+            n=n,
             index=index.base if index is not None else _empty_index(),
         )
     except Exception:  # a broken model must never reach the learner
@@ -69,13 +75,30 @@ async def _candidates(uow, recommender, learner_id, owned, history, index):
     touched = {h.course_id for h in history} | set(owned)
     pool = set(recommender.candidates(learner_id, set(owned), history, CANDIDATES))
     if index is not None:
-        pool |= set(index.base.nearest(sorted(touched), CANDIDATES))
+        pool |= set(_nearest(index.base, tuple(sorted(touched)), CANDIDATES))
     rows = {r.id: r for r in await uow.courses.infos(touched | pool)}
     browsed = {rows[c].category for c in touched if c in rows}
     rows.update((r.id, r) for r in await uow.courses.newest_in(sorted(browsed), CANDIDATES))
     if len(rows) - len(touched) < CANDIDATES:  # little known yet: the newest of the catalogue
         rows.update((r.id, r) for r in await uow.courses.newest_in(None, CANDIDATES))
     return {cid: info_from_row(r) for cid, r in rows.items()}, browsed
+
+
+#: Content neighbours of a set of courses, per built index: a built `TextIndex` never changes
+#: (a new one replaces it), and a learner's courses rarely do, so /recommend and the "you may
+#: also like" of /mycourses and a purchase skip the product with the whole catalogue.
+_NEIGHBOURS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+NEIGHBOURS_KEPT = 10_000
+
+
+def _nearest(base: TextIndex, touched: tuple[int, ...], limit: int) -> list:
+    kept = _NEIGHBOURS.setdefault(base, {})
+    found = kept.get((touched, limit))
+    if found is None:
+        if len(kept) >= NEIGHBOURS_KEPT:
+            kept.clear()
+        found = kept[(touched, limit)] = base.nearest(list(touched), limit)
+    return found
 
 
 @cache
