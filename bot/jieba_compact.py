@@ -75,14 +75,22 @@ class CompactFreq:
     __slots__ = ("trie", "freqs", "longest", "starts", "chars", "exact", "added")
 
     def __init__(
-        self, trie: marisa_trie.Trie, freqs: array, longest: int, starts: str, chars: str
+        self,
+        trie: marisa_trie.Trie,
+        freqs: array,
+        longest: int,
+        starts: str,
+        chars: str,
+        total: int,
     ) -> None:
         self.trie = trie
         self.freqs = freqs
         #: the length of the longest word
         self.longest = longest
-        #: the frequency of each one-character word (~12k; half of what a route looks up)
-        self.chars = {c: freqs[trie[c]] for c in chars}
+        logtotal = math.log(total) if total > 0 else 0.0
+        #: ``log(freq) - log(total)`` of each one-character word (~12k; half of what a route
+        #: reads), the very float jieba's route computes for it
+        self.chars = {c: math.log(freqs[trie[c]] or 1) - logtotal for c in chars}
         one = {c: c for c in self.chars}  # the same str objects in both: ~0.7 MB less
         #: the characters that begin a word of two or more (elsewhere a DAG has one end)
         self.starts = frozenset(one.get(c, c) for c in starts)
@@ -154,7 +162,7 @@ def _freq(parts: tuple) -> tuple[CompactFreq, int]:
     table = array(typecode)
     table.frombytes(freqs)
     trie = marisa_trie.Trie().frombytes(trie)
-    return CompactFreq(trie, table, longest, starts, chars), total
+    return CompactFreq(trie, table, longest, starts, chars, total), total
 
 
 def load(path: str, tmp_dir: str | None = None) -> tuple[CompactFreq, int]:
@@ -265,8 +273,6 @@ def _tokenizer_class() -> type:
     class CompactTokenizer(jieba.Tokenizer):
         """A ``jieba.Tokenizer`` whose ``FREQ`` is a :class:`CompactFreq`: the same tokens."""
 
-        _one: tuple | None = None
-
         def initialize(self, dictionary: str | None = None) -> None:
             """Load the compact dictionary (cached on disk) once."""
             if dictionary:
@@ -301,12 +307,8 @@ def _tokenizer_class() -> type:
             freq = self.FREQ
             if not freq.exact:
                 return super().calc(sentence, DAG, route)
-            key_of, freqs = freq.trie.get, freq.freqs
-            logtotal = math.log(self.total)
-            if self._one is None or self._one[0] != self.total:
-                one = {c: math.log(f) - logtotal for c, f in freq.chars.items()}
-                self._one = (self.total, one)
-            one = self._one[1]  # log(freq) - logtotal of each one-character word: as jieba sums
+            key_of, freqs, one = freq.trie.get, freq.freqs, freq.chars
+            logtotal = math.log(self.total)  # exact: the total the dictionary was loaded with
             unknown = math.log(1) - logtotal
             n = len(sentence)
             route[n] = (0, 0)
