@@ -52,3 +52,33 @@ def _share_names(module_name: str, namespace: dict) -> None:
     for name, value in namespace.items():
         module.setdefault(name, value)
     _shared.add(module_name)
+
+
+def keep_response_types() -> None:
+    """Keep every `Response[T]` aiogram makes for an API answer, instead of remaking it.
+
+    aiogram validates each answer as `Response[method.__returning__]`. pydantic caches generic
+    classes in a WeakValueDictionary and the class is only referenced by its own cycles, so the
+    garbage collector drops it and the next answer builds it again (~5-10 ms of schema work,
+    about one send in six under load). A few dozen return types exist; keeping them is cheap.
+    """
+    from aiogram.methods.base import Response
+
+    if getattr(Response, _MARK, False):
+        return
+    real = Response.__class_getitem__.__func__
+    kept: dict = {}
+
+    def class_getitem(cls, params):
+        if cls is not Response:
+            return real(cls, params)
+        try:
+            return kept[params]
+        except KeyError:
+            kept[params] = made = real(cls, params)
+            return made
+        except TypeError:  # unhashable parameters: not cached
+            return real(cls, params)
+
+    Response.__class_getitem__ = classmethod(class_getitem)
+    setattr(Response, _MARK, True)
