@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 15
 #: Execution option of a transaction that only reads (a plain deferred BEGIN on SQLite).
@@ -44,7 +49,42 @@ def make_engine(url: str, **kwargs) -> AsyncEngine:
     return engine
 
 
+class WriteTurns:
+    """Writers of one process take turns for SQLite's single write lock in a FIFO queue.
+
+    Without it, concurrent write transactions each wait in SQLite's busy handler, which polls
+    with growing sleeps in the driver's thread: under load a writer waits far longer than the
+    transaction ahead of it takes. The turn is taken when a write transaction begins and given
+    back when its connection returns to the pool (after COMMIT or ROLLBACK). A turn not given
+    back in `SQLITE_BUSY_TIMEOUT_S` is not waited for: SQLite's own busy timeout still guards.
+    """
+
+    KEY = "coursebot_write_turn"
+
+    def __init__(self) -> None:
+        self._lock: asyncio.Lock | None = None
+
+    def take(self, record_info: dict) -> None:
+        """Wait for the turn (inside SQLAlchemy's async bridge, so the event loop runs on)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        try:
+            await_only(asyncio.wait_for(self._lock.acquire(), SQLITE_BUSY_TIMEOUT_S))
+        except TimeoutError:
+            log.warning("an SQLite writer held its turn over %s s", SQLITE_BUSY_TIMEOUT_S)
+            return
+        record_info[self.KEY] = self._lock
+
+    def give_back(self, record_info: dict) -> None:
+        """Let the next writer in, if this connection held the turn."""
+        lock = record_info.pop(self.KEY, None)
+        if lock is not None and lock.locked():
+            lock.release()
+
+
 def _apply_sqlite_recipe(engine: AsyncEngine) -> None:
+    turns = WriteTurns()
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record):
         # Let SQLAlchemy, not the driver, decide when transactions begin.
@@ -64,7 +104,12 @@ def _apply_sqlite_recipe(engine: AsyncEngine) -> None:
         if connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
         else:
+            turns.take(connection.connection.info)
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection, record):
+        turns.give_back(record.info)
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -36,12 +37,15 @@ from aiogram.types import (
 from aiohttp import ClientTimeout, web
 
 from bot.channels.base import Channel
+from bot.channels.lazy_aiogram import keep_response_types
 from bot.channels.telegram_common import (  # noqa: F401 - re-exported for existing callers
     ALLOWED_UPDATES,
+    LANES,
     MAX_TEXT,
     NAME,
     SECRET_HEADER,
     WEBHOOK_PATH,
+    ChatLanes,
     Part,
     answer_pre_checkout,
     callback_to_incoming,
@@ -49,6 +53,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     clean_update,
     command_descriptions,
     deliver,
+    lane_of,
     message_to_incoming,
     parse_update,
     picture_to_fetch,
@@ -72,6 +77,8 @@ from bot.i18n import LOCALES, STARS
 
 log = logging.getLogger(__name__)
 
+keep_response_types()
+
 #: Long-polling timeout of getUpdates (seconds).
 POLL_TIMEOUT = 10
 MAX_POLL_BACKOFF = 30.0
@@ -81,6 +88,8 @@ QUEUE_PREFIX = "tgq:"
 MAX_QUEUED = 5000
 #: A getUpdates batch this full means more wait behind it: switch to the durable queue.
 BACKLOG_BATCH = 100
+#: Queued updates taken for handling at once (across all lanes).
+MAX_IN_FLIGHT = 4 * LANES
 
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
@@ -129,7 +138,9 @@ class AiogramChannel(Channel):
         self._queue: asyncio.Queue = asyncio.Queue()
         self._worker: asyncio.Task | None = None
         self._side_tasks: set[asyncio.Task] = set()
+        self._lanes = ChatLanes(LANES)
         self._unfinished = 0  # queued updates not yet handled
+        self._handled: list[int] = []  # queued updates handled, not yet forgotten
         #: Updates skipped because they could not be parsed, and updates whose handling raised.
         self.skipped_updates = 0
         self.failed_updates = 0
@@ -284,17 +295,22 @@ class AiogramChannel(Channel):
             log.exception("update %s failed", update.update_id)
 
     async def handle_batch(self, raw_updates: list) -> int | None:
-        """Handle one getUpdates batch, pre-checkout queries first (their 10 s deadline);
-        returns the next offset (None for an empty batch). Unparsable updates are skipped."""
+        """Handle one getUpdates batch: pre-checkout queries at once (their 10 s deadline), the
+        others in chat lanes (chats concurrently, each chat in order); returns once all of it
+        committed, with the next offset (None for an empty batch). Unparsable updates are
+        skipped."""
         ids = [
             u["update_id"]
             for u in raw_updates
             if isinstance(u, dict) and isinstance(u.get("update_id"), int)
         ]
         parsed = [u for u in (self.parse_update(raw) for raw in raw_updates) if u is not None]
-        parsed.sort(key=lambda u: u.pre_checkout_query is None)  # stable: order otherwise kept
-        for update in parsed:
-            await self._feed(update)
+        work = [asyncio.ensure_future(self._feed(u)) for u in parsed if u.pre_checkout_query] + [
+            self._lanes.run(lane_of(u), functools.partial(self._feed, u))
+            for u in parsed
+            if u.pre_checkout_query is None
+        ]
+        await asyncio.gather(*work)
         return max(ids) + 1 if ids else None
 
     async def _get_updates(self, offset: int | None) -> list:
@@ -406,27 +422,38 @@ class AiogramChannel(Channel):
         return max(ids) + 1 if ids else None
 
     async def _work(self) -> None:
-        """Handle queued updates one at a time, in order; forget them in small groups."""
-        done: list[int] = []
+        """Handle queued updates in chat lanes (chats concurrently, each chat in order, at most
+        `MAX_IN_FLIGHT` taken at once); forget the handled ones in small groups."""
         while True:
-            if self._queue.empty() or len(done) >= 50:
-                await self._forget(done)
-                done = []
+            if self._queue.empty() or len(self._handled) >= 50:
+                await self._forget()
             if self._queue.empty() and self._stopping.is_set():
+                await self._lanes.drain()
+                await self._forget()
                 return
+            await self._lanes.wait_for_room(MAX_IN_FLIGHT)
             try:
                 number, raw = await asyncio.wait_for(self._queue.get(), 0.2)
             except TimeoutError:
                 continue
             update = self.parse_update(raw)
-            try:
-                if update is not None:
-                    await self._feed(update)
-            finally:
-                self._unfinished -= 1
-            done.append(number)
+            if update is None:
+                self._queued_done(number)
+                continue
+            self._lanes.run(lane_of(update), functools.partial(self._feed_queued, number, update))
 
-    async def _forget(self, numbers: list[int]) -> None:
+    async def _feed_queued(self, number: int, update: Update) -> None:
+        try:
+            await self._feed(update)
+        finally:
+            self._queued_done(number)
+
+    def _queued_done(self, number: int) -> None:
+        self._unfinished -= 1
+        self._handled.append(number)
+
+    async def _forget(self) -> None:
+        numbers, self._handled = self._handled, []
         if not numbers:
             return
         try:
@@ -458,6 +485,22 @@ class AiogramChannel(Channel):
             await self.bot.delete_webhook(drop_pending_updates=False)
             self._stopping.clear()
             self._polling = asyncio.create_task(self._poll(), name="telegram-polling")
+
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: nothing in flight finishes, nothing more is confirmed
+        (the next process fetches those updates again, or finds them in the durable queue)."""
+        tasks = [
+            t
+            for t in (self._polling, self._batch, self._worker, *self._lanes.tasks)
+            if t is not None
+        ]
+        tasks += list(self._side_tasks)
+        self._polling = self._worker = None
+        self._stopping.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.bot.session.close()
 
     async def stop(self) -> None:
         """Stop polling (after the batch at hand) and close the HTTP session."""

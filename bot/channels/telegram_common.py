@@ -45,6 +45,62 @@ WEBHOOK_PATH = "/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
+#: Chats handled at the same time (updates of one chat always one after another). SQLite writers
+#: take turns (`storage.db.WriteTurns`), so lanes overlap one update's sends and reads with
+#: another's transaction rather than fight over the write lock.
+LANES = 4
+
+
+def lane_of(update: Any) -> str:
+    """The ordering key of an update: its chat (a button: its message's chat, else the user)."""
+    query = update.callback_query
+    message = update.message or (query.message if query is not None else None)
+    chat = getattr(message, "chat", None)
+    if chat is not None:
+        return f"c{chat.id}"
+    user = query.from_user if query is not None else None
+    return f"c{user.id}" if user is not None else f"x{update.update_id}"
+
+
+class ChatLanes:
+    """Runs updates of different chats concurrently, at most `width` at a time, and the updates
+    of one chat one after another, in the order they were given."""
+
+    def __init__(self, width: int = LANES) -> None:
+        self._slots = asyncio.Semaphore(width)
+        self._tails: dict[str, asyncio.Task] = {}
+        #: Every task given and not finished.
+        self.tasks: set[asyncio.Task] = set()
+
+    def run(self, lane: str, work: Callable[[], Any]) -> asyncio.Task:
+        """Start `work()` (a coroutine function) after the lane's previous work."""
+        task = asyncio.create_task(self._in_lane(lane, self._tails.get(lane), work))
+        self._tails[lane] = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _in_lane(self, lane: str, after: asyncio.Task | None, work) -> Any:
+        try:
+            if after is not None:
+                await asyncio.gather(after, return_exceptions=True)
+            async with self._slots:
+                return await work()
+        finally:
+            if self._tails.get(lane) is asyncio.current_task():
+                del self._tails[lane]
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Return once fewer than `limit` tasks are unfinished."""
+        while len(self.tasks) >= limit:
+            await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        """Wait until every task given has finished."""
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 def _display_name(user: Any) -> str:
     if user is None:
         return ""

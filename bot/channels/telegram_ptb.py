@@ -17,8 +17,8 @@ in zh and en, the same error mapping for the sender. What differs is how updates
   surrogates before PTB parses an update; an update that cannot be parsed is logged once,
   skipped (its offset confirmed) and counted in `skipped_updates`.
 * **Pre-checkout never waits.** A `pre_checkout_query` is dispatched at once in its own task;
-  other updates run in per-chat lanes (in order within a chat; on PostgreSQL a few chats at a
-  time, on SQLite one, as its single writer would only make them queue). While updates are in
+  other updates run in chat lanes (`telegram_common.ChatLanes`: a few chats at a time, each
+  chat's updates in order; SQLite writers take turns for its one write lock). While updates are in
   flight the poller keeps polling every `BUSY_TICK` to see new ones; Telegram keeps returning the
   unconfirmed ones, which are skipped unparsed. (getUpdates returns at most 100 updates from the
   offset, so a pre-checkout is seen once fewer than 100 unfinished updates are ahead of it.)
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import warnings
 from datetime import timedelta
@@ -62,16 +63,19 @@ from telegram.warnings import PTBUserWarning
 from bot.channels.base import Channel
 from bot.channels.telegram_common import (
     ALLOWED_UPDATES,
+    LANES,
     MAX_BUTTON_LABEL,
     NAME,
     PROVIDER,
     WEBHOOK_PATH,
+    ChatLanes,
     answer_pre_checkout,
     callback_to_incoming,
     check_update_shape,
     clean_text,
     command_descriptions,
     deliver,
+    lane_of,
     message_to_incoming,
     parse_update,
     picture_to_fetch,
@@ -99,10 +103,6 @@ POLL_TIMEOUT = 25
 READ_TIMEOUT = 10.0
 #: Seconds between polls while updates are in flight (Telegram keeps returning those).
 BUSY_TICK = 0.1
-#: Chats handled at the same time (each chat's updates stay in order). SQLite has one writer,
-#: so there concurrent transactions only wait on its lock: one chat at a time, as on aiogram.
-LANES = 4
-SQLITE_LANES = 1
 #: Attempts at an update whose processing raised (the inbox makes a retry safe).
 ATTEMPTS = 3
 RETRY_DELAY = 0.5
@@ -141,13 +141,6 @@ def retry_seconds(error: RetryAfter) -> float:
         warnings.simplefilter("ignore")
         value = error.retry_after
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def lane_of(update: Update) -> str:
-    """The ordering key of an update: its chat (or user); pre-checkout has its own lane."""
-    chat = update.effective_chat
-    user = update.effective_user
-    return f"c{chat.id}" if chat else f"u{user.id}" if user else f"x{update.update_id}"
 
 
 class UpdateTracker:
@@ -236,11 +229,8 @@ class PtbChannel(Channel):
         self.poll_timeout = poll_timeout
         self.busy_tick = busy_tick
         self.tracker = UpdateTracker()
-        if lanes is None:
-            lanes = SQLITE_LANES if settings.database_url.startswith("sqlite") else LANES
-        self._lanes = asyncio.Semaphore(lanes)
-        self._lane_tails: dict[str, asyncio.Task] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._lanes = ChatLanes(lanes or LANES)
+        self._checkouts: set[asyncio.Task] = set()
         self._progress = asyncio.Event()
         self._failed: set[int] = set()
         self._polling: asyncio.Task | None = None
@@ -477,31 +467,19 @@ class PtbChannel(Channel):
 
     def _schedule(self, update: Update) -> None:
         self.tracker.started(update.update_id)
-        if update.pre_checkout_query is not None:
-            coro = self._run(update)
-        else:
-            lane = lane_of(update)
-            coro = self._run(update, after=self._lane_tails.get(lane), lane=lane)
-        task = asyncio.create_task(coro, name=f"ptb-update-{update.update_id}")
         if update.pre_checkout_query is None:
-            self._lane_tails[lane] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._lanes.run(lane_of(update), functools.partial(self._run, update))
+            return
+        task = asyncio.create_task(self._run(update), name=f"ptb-update-{update.update_id}")
+        self._checkouts.add(task)
+        task.add_done_callback(self._checkouts.discard)
 
-    async def _run(
-        self, update: Update, after: asyncio.Task | None = None, lane: str | None = None
-    ) -> None:
-        if after is not None:
-            await asyncio.gather(after, return_exceptions=True)
-        try:
-            if lane is None:
-                await self._attempts(update)
-            else:
-                async with self._lanes:
-                    await self._attempts(update)
-        finally:
-            if lane is not None and self._lane_tails.get(lane) is asyncio.current_task():
-                del self._lane_tails[lane]
+    @property
+    def _tasks(self) -> set[asyncio.Task]:
+        return self._lanes.tasks | self._checkouts
+
+    async def _run(self, update: Update) -> None:
+        await self._attempts(update)
         self.tracker.done(update.update_id)
         if not self.tracker.in_flight:
             self._progress.set()
