@@ -1,9 +1,11 @@
-"""Inbound throughput: coursebot on aiogram and on PTB vs a bare aiogram echo bot, one fake server.
+"""Inbound throughput: coursebot on aiogram and on PTB vs a bare aiogram echo bot and a typical
+aiogram + SQLAlchemy shop handler (one ORM read per update), all against one fake server.
 
 Usage: python bench/inbound.py [N] [ROUNDS]   (default N=1000 updates, 3 start-up rounds)
-Prints updates/s for each bot and the ratios, the p50/p99 pre-checkout answer latency of each
-runtime under a /catalog load, and spawn → first getUpdates of `coursebot run` on each runtime
-and of the bare echo bot (medians).
+Prints updates/s for each bot and the ratios, the same with 50 ms of network latency on every
+Bot API call (coursebot's chat lanes vs one update at a time), the p50/p99 pre-checkout answer
+latency of each runtime under a /catalog load, and spawn → first getUpdates of `coursebot run`
+on each runtime and of the bare echo bot (medians).
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ from aiogram import Bot, Dispatcher, Router  # noqa: E402
 from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from aiogram.types import Message  # noqa: E402
+from sqlalchemy import BigInteger, String, select  # noqa: E402
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine  # noqa: E402
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column  # noqa: E402
 
 from bot.bootstrap import build_app  # noqa: E402
 from bot.channels import configured_channels  # noqa: E402
+from bot.channels.telegram_common import ChatLanes  # noqa: E402
 from bot.demo import seed_demo  # noqa: E402
 from bot.runner import start_channels  # noqa: E402
 from tests.conftest import FixedClock, make_settings  # noqa: E402
 from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
 
 RUNTIMES = ("aiogram", "ptb")
+#: The network round trip of a Bot API call in the latency runs (seconds).
+LATENCY = 0.05
 ECHO = """
 import asyncio, sys
 from aiogram import Bot, Dispatcher
@@ -87,10 +95,14 @@ async def catalog_rate(tg: FakeTelegram, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def run_ours(n: int, runtime: str) -> float:
-    """Updates per second handled by coursebot (polling, SQLite file) on one runtime."""
+async def run_ours(n: int, runtime: str, latency: float = 0.0, lanes: int | None = None) -> float:
+    """Updates per second handled by coursebot (polling, SQLite file) on one runtime; `lanes=1`
+    handles one update at a time."""
     async with FakeTelegram() as tg:
         app, channel = await start_app(runtime, tg)
+        if lanes is not None:
+            channel._lanes = ChatLanes(lanes)
+        tg.latency = latency
         try:
             return await catalog_rate(tg, n)
         finally:
@@ -100,16 +112,68 @@ async def run_ours(n: int, runtime: str) -> float:
 
 async def run_echo(n: int) -> float:
     """Updates per second handled by a bare aiogram echo bot in the same polling mode."""
+    router = Router()
+
+    @router.message()
+    async def echo(message: Message) -> None:
+        await message.answer(message.text or "")
+
+    dp = Dispatcher()
+    dp.include_router(router)
+    return await poll_and_measure(dp, n)
+
+
+class PeerBase(DeclarativeBase):
+    pass
+
+
+class Customer(PeerBase):
+    """The one table of the typical shop bot."""
+
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+
+
+async def run_peer(n: int) -> float:
+    """Updates per second of a typical aiogram + SQLAlchemy shop bot: a middleware opens one
+    AsyncSession per update, the handler reads the customer (one ORM select) and answers."""
+    db = Path(tempfile.mkdtemp()) / "peer.db"
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    async with engine.begin() as conn:
+        await conn.run_sync(PeerBase.metadata.create_all)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with sessions() as session:
+        session.add_all(Customer(telegram_id=10_000 + i, name=f"c{i}") for i in range(n // 10))
+        await session.commit()
+
+    async def with_session(handler, event, data):
+        async with sessions() as session:
+            data["session"] = session
+            return await handler(event, data)
+
+    router = Router()
+
+    @router.message()
+    async def catalog(message: Message, session) -> None:
+        query = select(Customer).where(Customer.telegram_id == message.from_user.id)
+        customer = await session.scalar(query)
+        await message.answer(f"Hello {customer.name if customer else 'guest'}: our catalog")
+
+    dp = Dispatcher()
+    dp.message.outer_middleware(with_session)
+    dp.include_router(router)
+    try:
+        return await poll_and_measure(dp, n)
+    finally:
+        await engine.dispose()
+
+
+async def poll_and_measure(dp: Dispatcher, n: int) -> float:
+    """Run an aiogram dispatcher polling a fresh fake; its /catalog replies per second."""
     async with FakeTelegram() as tg:
         bot = Bot(tg.token, session=AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url)))
-        router = Router()
-
-        @router.message()
-        async def echo(message: Message) -> None:
-            await message.answer(message.text or "")
-
-        dp = Dispatcher()
-        dp.include_router(router)
         task = asyncio.create_task(
             dp.start_polling(bot, handle_signals=False, handle_as_tasks=False)
         )
@@ -199,14 +263,29 @@ def main() -> None:
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     rates = {runtime: asyncio.run(run_ours(n, runtime)) for runtime in RUNTIMES}
     echo = asyncio.run(run_echo(n))
+    peer = asyncio.run(run_peer(n))
+    slow = max(100, n // 5)
+    delayed = {
+        (runtime, lanes): asyncio.run(run_ours(slow, runtime, LATENCY, lanes))
+        for runtime in RUNTIMES
+        for lanes in (1, None)
+    }
     latencies = {runtime: asyncio.run(pre_checkout_latency(100, runtime)) for runtime in RUNTIMES}
     startup = asyncio.run(startup_times(rounds))
     print(f"updates: {n} /catalog (polling, SQLite file; echo: plain echo handler)")
     for runtime in RUNTIMES:
         print(f"{'coursebot on ' + runtime:<22}: {rates[runtime]:8.1f} updates/s")
     print(f"{'bare aiogram echo bot':<22}: {echo:8.1f} updates/s")
+    print(f"{'typical one-read shop':<22}: {peer:8.1f} updates/s")
     for runtime in RUNTIMES:
-        print(f"{'ratio ' + runtime + '/echo':<22}: {rates[runtime] / echo:8.2f}")
+        print(
+            f"{'ratio ' + runtime:<22}: {rates[runtime] / echo:8.2f} × echo, "
+            f"{rates[runtime] / peer:.2f} × typical shop"
+        )
+    print(f"with {LATENCY * 1000:.0f} ms per Bot API call, {slow} updates:")
+    for (runtime, lanes), rate in delayed.items():
+        how = "one update at a time" if lanes == 1 else "chat lanes"
+        print(f"  coursebot on {runtime:<8} {how:<21}: {rate:8.1f} updates/s")
     for runtime in RUNTIMES:
         lat = latencies[runtime]
         print(

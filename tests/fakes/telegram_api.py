@@ -672,6 +672,9 @@ class FakeTelegram:
         self.rate_violations = 0
         self.chat_rate_violations: Counter[int] = Counter()
         self.precheckout_deadline = 10.0
+        #: Seconds every call but getUpdates waits before it is answered: the network round trip
+        #: to the real Bot API (benchmarks of concurrent handling).
+        self.latency = 0.0
         self.clock: Callable[[], float] = time.monotonic
         self.users: dict[int, FakeUser] = {}
         self.blocked: set[int] = set()
@@ -996,6 +999,8 @@ class FakeTelegram:
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
             )
         raw_method = request.match_info["method"]
+        if self.latency and raw_method.lower() != "getupdates":
+            await asyncio.sleep(self.latency)
         try:
             params = await _read_params(request)
         except TelegramError as exc:
