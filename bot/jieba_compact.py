@@ -143,17 +143,20 @@ def build(path: str) -> tuple[CompactFreq, int]:
 
 
 def _freq_parts(path: str) -> tuple:
-    trie = marisa_trie.Trie(word for word, _ in _lines(path))
+    words, counts = [], []
+    for word, freq in _lines(path):
+        words.append(word)
+        counts.append(freq)
+    trie = marisa_trie.Trie(words)
     freqs = array("Q", bytes(8 * len(trie)))
-    total = 0
-    for word, freq in _lines(path):  # in file order: a repeated word keeps its last frequency
+    for word, freq in zip(words, counts, strict=True):  # file order: a repeated word keeps its last
         freqs[trie[word]] = freq
-        total += freq
     if max(freqs, default=0) < 2**32:
         freqs = array("I", freqs)  # 4 bytes a word (the bundled dictionary's top is 883,634)
-    longest = max((len(word) for word in trie.iterkeys()), default=1)
-    starts = "".join(sorted({word[0] for word in trie.iterkeys() if len(word) > 1}))
-    chars = "".join(sorted(word for word in trie.iterkeys() if len(word) == 1))
+    longest = max(map(len, words), default=1)
+    starts = "".join(sorted({word[0] for word in words if len(word) > 1}))
+    chars = "".join(sorted({word for word in words if len(word) == 1}))
+    total = sum(counts)
     return total, longest, starts, chars, freqs.typecode, freqs.tobytes(), trie.tobytes()
 
 
