@@ -149,7 +149,7 @@ def _freq_parts(path: str) -> tuple:
         counts.append(freq)
     trie = marisa_trie.Trie(words)
     freqs = array("Q", bytes(8 * len(trie)))
-    for word, freq in zip(words, counts, strict=True):  # file order: a repeated word keeps its last
+    for word, freq in zip(words, counts, strict=True):  # a repeated word keeps its last freq
         freqs[trie[word]] = freq
     if max(freqs, default=0) < 2**32:
         freqs = array("I", freqs)  # 4 bytes a word (the bundled dictionary's top is 883,634)
