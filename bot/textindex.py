@@ -16,7 +16,7 @@ changes, keyed by a digest of every ``(id, text)``.
 
 Start-up: importing this module imports neither jieba nor numpy/scipy. jieba's dictionary, kept
 in a trie by :mod:`bot.jieba_compact` (~3 MB instead of stock jieba's ~62 MB dict; read from a
-cache file in milliseconds, built once in ~1.5 s), loads on first use, or earlier in a daemon
+cache file in milliseconds, built once in ~1 s), loads on first use, or earlier in a daemon
 thread started by :func:`warm_up_in_background`; async callers ``await ready()`` so that
 waiting for it never blocks the event loop.
 """
