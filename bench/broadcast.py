@@ -252,7 +252,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def settled(procs: list[subprocess.Popen], quiet: float = 0.05) -> float:
+async def settled(procs: list[subprocess.Popen], quiet: float = 0.2) -> float:
     """Wait until the processes are idle (start-up done); their CPU seconds by then."""
     before = -1.0
     while True:
@@ -275,6 +275,7 @@ def sender_process(url: str, base_url: str, ceiling: float, folder: Path, n: int
         "TELEGRAM_PAID_BROADCAST_RATE": str(ceiling),
         "SEND_RATE_PER_SECOND": str(min(ceiling, 30)),
         "SENDER_CONCURRENCY": "16",
+        "SENDER_BATCH_SIZE": os.environ.get("SENDER_BATCH_SIZE", "100"),
         "LOG_LEVEL": "WARNING",
     }
     log = (folder / f"sender{n}.log").open("w")
@@ -340,9 +341,11 @@ async def apart(args, senders: int, folder: Path) -> str:
         base_url = fake.stdout.readline().strip()
         procs = [sender_process(url, base_url, args.ceiling, folder, n) for n in range(senders)]
         cpu = await settled(procs)
+        fake_cpu = cpu_seconds(fake.pid)
         await announce(url)
         await wait_drained(url)
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+        fake_cpu = cpu_seconds(fake.pid) - fake_cpu
     finally:
         for proc in procs:
             proc.terminate()
@@ -351,18 +354,20 @@ async def apart(args, senders: int, folder: Path) -> str:
         fake.send_signal(signal.SIGTERM)
         fake.wait(60)
     seen = json.loads(stats.read_text())
-    return apart_figures(seen, ids, args.ceiling, senders, cpu)
+    return apart_figures(seen, ids, args.ceiling, senders, (cpu, fake_cpu))
 
 
-def apart_figures(seen: dict, ids: list[int], ceiling: float, senders: int, cpu: float) -> str:
+def apart_figures(seen: dict, ids: list[int], ceiling: float, senders: int, cpu) -> str:
     """One line of the `--pg` run."""
     sends, calls = seen["sends"], sorted(seen["calls"])
     rate = per_second(len(sends), sends)
+    cpu, fake_cpu = cpu
     exact = sum(1 for u in ids if seen["counts"].get(str(u), 0) == 1)
     return (
         f"{senders} sender(s): {rate:.0f} msg/s = {rate / ceiling:.3f} of ceiling, "
         f"sender CPU {cpu / max(1, len(sends)) * 1000:.2f} ms/message "
-        f"({cpu / senders / max(1e-9, sends[-1] - sends[0]) * 100:.0f}% of a core each), "
+        f"({cpu / senders / max(1e-9, sends[-1] - sends[0]) * 100:.0f}% of a core each; "
+        f"the fake {fake_cpu / max(1, len(sends)) * 1000:.2f} ms/message), "
         f"max in any 1 s: delivered {peak(sends)}, all calls {peak(calls)} "
         f"(ceiling {ceiling:g}); 429s from the fake's limits {seen['violations']}; "
         f"exactly one message {exact}/{len(ids)}"

@@ -13,6 +13,10 @@
 - Several sender processes (PostgreSQL) share both limits through the database as well
   (`SharedLimits`, `storage.send_limits`): the ceiling per channel and 1 msg/s per chat hold
   for all of them together. SQLite has one process and keeps to the in-process limiter.
+- Paid broadcasts (`TELEGRAM_PAID_BROADCAST`) have a limiter and shared slots of their own at
+  `TELEGRAM_PAID_BROADCAST_RATE`; at that speed the shared limits are taken in bulk: the chat
+  turns of a round in one statement, slots `PAID_BLOCK` at a time (`SlotBlocks`), and sent
+  rows settled 50 ms of sends at a time.
 - 429 → the channel pauses `retry_after` (from the answer) and the row is retried; 403 → the
   identity is marked unreachable and the row 'unreachable'; a rejected message → 'failed' at
   once; other errors → retried with exponential backoff, 'failed' after `SENDER_MAX_ATTEMPTS`.
@@ -136,6 +140,7 @@ class SharedLimits:
         self.sleep = sleep
         self._caps: dict[str, int] = {}
         self._sends = 0
+        self._blocks: dict[str, SlotBlocks] = {}
 
     async def _run(self, op: str, *args):
         async with self.app.uow() as uow:
@@ -177,6 +182,126 @@ class SharedLimits:
         self._sends += 1
         if self._sends % 1000 == 0:
             await self._run("forget_chats", SHARED_CHAT_KEEP_SECONDS)
+
+    def blocks(self, channel: str, rate: float) -> SlotBlocks:
+        """The block taker of a channel's shared slots (paid broadcasts)."""
+        blocks = self._blocks.get(channel)
+        if blocks is None or blocks.rate != rate:
+            blocks = self._blocks[channel] = SlotBlocks(self, channel, rate)
+        return blocks
+
+    async def take_chats(self, rows) -> tuple[list, list]:
+        """Take the shared turns of the rows' chats (distinct), one statement per channel;
+        returns the rows whose turn was taken and the rest (another sender is at them)."""
+        by_channel: dict[str, list] = {}
+        for row in rows:
+            by_channel.setdefault(row.channel, []).append(row)
+        taken, busy = [], []
+        async with self.app.uow() as uow:
+            for channel, group in by_channel.items():
+                refs = [row.user_ref for row in group]
+                got = await uow.send_limits.take_chats(channel, refs, SHARED_HOLD_SECONDS)
+                for row in group:
+                    (taken if row.user_ref in got else busy).append(row)
+            await uow.commit()
+        return taken, busy
+
+    async def give_back(self, rows) -> None:
+        """After a round: the chats of `rows` free `CHAT_GAP` from now (every send of the
+        round was answered by then), and the slot blocks left over, in one transaction."""
+        by_channel: dict[str, list[str]] = {}
+        for row in rows:
+            by_channel.setdefault(row.channel, []).append(row.user_ref)
+        async with self.app.uow() as uow:
+            for channel, refs in by_channel.items():
+                await uow.send_limits.free_chats(channel, refs, CHAT_GAP)
+            for blocks in self._blocks.values():
+                await blocks.finish(uow)
+            await uow.commit()
+
+
+#: Shared slots a paid-broadcast sender takes from the database at once (one statement).
+PAID_BLOCK = 50
+
+
+@dataclass
+class _Block:
+    """Shared slots taken together: handed out one per send, given back together."""
+
+    slots: list[int]
+    handed: int = 0
+    out: int = 0
+    closed: bool = False
+    freed: bool = False
+
+
+class SlotBlocks:
+    """A channel's shared slots for paid broadcasts, taken `PAID_BLOCK` at a time (one
+    statement per block instead of three per send). Each send still holds its own slot from
+    before its start until one window after its answer (the block's last answer), so every
+    sender together stays under the ceiling; slots a round did not use come back at once."""
+
+    def __init__(self, shared: SharedLimits, channel: str, rate: float) -> None:
+        self.shared = shared
+        self.channel = channel
+        self.rate = rate
+        self.cap = max(1, math.floor(rate))
+        self.window = max(1.0, self.cap / rate)
+        self.block: _Block | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, local) -> AsyncIterator[None]:
+        """Hold the `local` limiter's slot, then one shared slot, for the body (the send)."""
+        async with local:
+            block = await self._hand_out()
+            try:
+                yield
+            finally:
+                block.out -= 1
+                if block.closed and block.out == 0:
+                    async with self.shared.app.uow() as uow:
+                        await self._free(uow, block)
+                        await uow.commit()
+
+    async def _hand_out(self) -> _Block:
+        async with self._lock:
+            block = self.block
+            if block is None or block.closed:
+                block = self.block = _Block(await self._take())
+            block.handed += 1
+            block.out += 1
+            block.closed = block.handed == len(block.slots)  # the last answer frees it
+            return block
+
+    async def _take(self) -> list[int]:
+        shared = self.shared
+        if shared._caps.get(self.channel) != self.cap:
+            await shared._run("ensure_slots", self.channel, self.cap)
+            shared._caps[self.channel] = self.cap
+        while True:
+            slots = await shared._run("take_slots", self.channel, PAID_BLOCK, SHARED_HOLD_SECONDS)
+            if slots:
+                return slots
+            wait = await shared._run("slot_wait", self.channel)
+            await shared.sleep(min(max(wait, 0.005), 1.0))
+
+    async def _free(self, uow, block: _Block) -> None:
+        if block.freed:
+            return
+        block.freed = True
+        send_limits = uow.send_limits
+        used, unused = block.slots[: block.handed], block.slots[block.handed :]
+        await send_limits.free_slots(self.channel, used, self.window)
+        await send_limits.free_slots(self.channel, unused, 0.0)
+
+    async def finish(self, uow) -> None:
+        """End of a round: close the block at hand, giving back its unused slots now."""
+        block, self.block = self.block, None
+        if block is not None and not block.closed:
+            block.closed = True
+            if block.out == 0:
+                await self._free(uow, block)
 
 
 @dataclass
@@ -318,12 +443,21 @@ async def drain_round(
     first, later = _one_per_chat(batch.rows)
     if later:  # one message per chat per round: the rest wait for the next drain
         await _release_now(app, later)
+    paid = [row for row in first if paid_broadcast(app.settings, row)]
+    if state.shared is not None and paid:  # their chat turns in one go (see SlotBlocks)
+        paid, busy = await state.shared.take_chats(paid)
+        if busy:
+            await _release_now(app, busy, delay=CHAT_GAP)
+            busy_ids = {row.id for row in busy}
+            first = [row for row in first if row.id not in busy_ids]
     gate = asyncio.Semaphore(app.settings.sender_concurrency)
-    book = _Book(app, limit=max(10, app.settings.sender_concurrency))
+    book = _Book(app, limit=book_limit(app.settings, bool(paid)))
     try:
         results = await asyncio.gather(*(_deliver(app, state, row, gate, book) for row in first))
     finally:
         await book.flush()
+        if state.shared is not None and paid:
+            await state.shared.give_back(paid)
     state.forget_old_chats()
     return Round(len(batch.rows) + batch.skipped, sum(results))
 
@@ -347,11 +481,20 @@ def _one_per_chat(rows) -> tuple[list, list]:
     return first, later
 
 
-async def _release_now(app, rows) -> None:
-    now = app.clock.now()
+def book_limit(settings, paid: bool) -> int:
+    """Sent rows that may wait to be written: max(10, SENDER_CONCURRENCY), or 50 ms of
+    TELEGRAM_PAID_BROADCAST_RATE in a round with paid broadcasts (fewer, larger settles)."""
+    limit = max(10, settings.sender_concurrency)
+    if paid:
+        limit = max(limit, math.ceil(settings.telegram_paid_broadcast_rate / 20))
+    return limit
+
+
+async def _release_now(app, rows, delay: float = 0.0) -> None:
+    when = app.clock.now() + timedelta(seconds=delay)
     async with app.uow() as uow:
         for row in rows:
-            await uow.claims.release(row.id, now)
+            await uow.claims.release(row.id, when)
         await uow.commit()
 
 
@@ -443,11 +586,14 @@ async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: 
     reply = reply_from_body(row.body)
     chat = (row.channel, row.user_ref)
     shared = state.shared
+    blocks = None
     if paid_broadcast(app.settings, row):
-        # outside the free ceiling: its own limiter, and not the database-shared one (each
-        # sender process paces its own paid sends at TELEGRAM_PAID_BROADCAST_RATE)
-        limiter = state.limiter(f"{row.channel}:paid", app.settings.telegram_paid_broadcast_rate)
-        reply, shared = dataclasses.replace(reply, paid_broadcast=True), None
+        # outside the free ceiling, on a limiter and shared slots of its own; the chat's
+        # shared turn was taken for the whole round (drain_round)
+        key = f"{row.channel}:paid"
+        limiter = state.limiter(key, app.settings.telegram_paid_broadcast_rate)
+        reply = dataclasses.replace(reply, paid_broadcast=True)
+        blocks, shared = shared and shared.blocks(key, limiter.rate), None
     else:
         limiter = state.limiter(row.channel, send_rate(app.settings, row.channel))
     async with gate:
@@ -456,6 +602,8 @@ async def _deliver(app, state: SenderState, row, gate: asyncio.Semaphore, book: 
             await state.chat_turn(chat)
             try:
                 slot = limiter.slot()
+                if blocks is not None:
+                    slot = blocks.slot(slot)
                 async with shared.turn(*chat, limiter.rate, slot) if shared else slot:
                     try:
                         await channel.send(row.user_ref, reply)

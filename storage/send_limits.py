@@ -10,7 +10,7 @@ database's clock (epoch seconds), the one clock every process shares.
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from storage.repos import Repo
 
@@ -25,9 +25,31 @@ _TAKE_SLOT = text(
     RETURNING s.slot
     """
 )
-_SLOT_WAIT = text(
-    f"SELECT min(free_at) - {NOW} FROM send_slots WHERE channel = :channel"
+_TAKE_SLOTS = text(
+    f"""
+    UPDATE send_slots AS s SET free_at = {NOW} + :hold
+    FROM (SELECT slot FROM send_slots WHERE channel = :channel AND free_at <= {NOW}
+          ORDER BY free_at, slot LIMIT :n FOR UPDATE SKIP LOCKED) AS pick
+    WHERE s.channel = :channel AND s.slot = pick.slot
+    RETURNING s.slot
+    """
 )
+_FREE_SLOTS = text(
+    f"UPDATE send_slots SET free_at = {NOW} + :window WHERE channel = :channel AND slot IN :slots"
+).bindparams(bindparam("slots", expanding=True))
+_TAKE_CHATS = text(
+    f"""
+    INSERT INTO chat_turns (channel, user_ref, free_at)
+    SELECT :channel, ref, {NOW} + :hold FROM unnest(CAST(:refs AS text[])) AS ref
+    ON CONFLICT (channel, user_ref) DO UPDATE SET free_at = EXCLUDED.free_at
+    WHERE chat_turns.free_at <= {NOW}
+    RETURNING user_ref
+    """
+)
+_FREE_CHATS = text(
+    f"UPDATE chat_turns SET free_at = {NOW} + :gap WHERE channel = :channel AND user_ref IN :refs"
+).bindparams(bindparam("refs", expanding=True))
+_SLOT_WAIT = text(f"SELECT min(free_at) - {NOW} FROM send_slots WHERE channel = :channel")
 _FREE_SLOT = text(
     f"UPDATE send_slots SET free_at = {NOW} + :window WHERE channel = :channel AND slot = :slot"
 )
@@ -76,6 +98,33 @@ class SendLimitRepo(Repo):
         wait = await self.session.scalar(_SLOT_WAIT, {"channel": channel})
         return None, float(wait if wait is not None else 0.05)
 
+    async def take_slots(self, channel: str, n: int, hold: float) -> list[int]:
+        """Up to `n` free slots at once (each held for `hold` s at most); maybe none."""
+        args = {"channel": channel, "n": n, "hold": hold}
+        return [int(slot) for slot in (await self.session.scalars(_TAKE_SLOTS, args))]
+
+    async def slot_wait(self, channel: str) -> float:
+        """Seconds until the channel's next slot frees (0.05 when it has none)."""
+        wait = await self.session.scalar(_SLOT_WAIT, {"channel": channel})
+        return float(wait if wait is not None else 0.05)
+
+    async def free_slots(self, channel: str, slots: list[int], window: float) -> None:
+        """Give several slots back: free again `window` seconds from now."""
+        if slots:
+            args = {"channel": channel, "slots": slots, "window": window}
+            await self.session.execute(_FREE_SLOTS, args)
+
+    async def take_chats(self, channel: str, user_refs: list[str], hold: float) -> set[str]:
+        """Take the turns of several distinct chats in one statement; the ones taken."""
+        args = {"channel": channel, "refs": user_refs, "hold": hold}
+        return set((await self.session.scalars(_TAKE_CHATS, args)).all())
+
+    async def free_chats(self, channel: str, user_refs: list[str], gap: float) -> None:
+        """The chats' next messages may start `gap` seconds from now."""
+        if user_refs:
+            args = {"channel": channel, "refs": user_refs, "gap": gap}
+            await self.session.execute(_FREE_CHATS, args)
+
     async def free_slot(self, channel: str, slot: int, window: float) -> None:
         """Give a slot back: free again `window` seconds from now (the answer came now)."""
         await self.session.execute(
@@ -87,9 +136,7 @@ class SendLimitRepo(Repo):
         args = {"channel": channel, "user_ref": user_ref, "hold": hold}
         if await self.session.scalar(_TAKE_CHAT, args) is not None:
             return 0.0
-        wait = await self.session.scalar(
-            _CHAT_WAIT, {"channel": channel, "user_ref": user_ref}
-        )
+        wait = await self.session.scalar(_CHAT_WAIT, {"channel": channel, "user_ref": user_ref})
         return max(0.01, float(wait if wait is not None else 0.05))
 
     async def free_chat(self, channel: str, user_ref: str, gap: float) -> None:
