@@ -498,15 +498,20 @@ _KV_INSERT = KeyValue.__table__.insert()
 class InboxRepo(Repo):
     """Update keys already handled, and the replies of an update not yet sent.
 
-    The replies of an update are written in the same transaction as its inbox row (under
-    `replies:<update_key>` in the key-value table) and ticked off one by one as they are sent;
-    the row goes once all are, so it lives only between commit and send. A redelivered update
-    finds there what a crash left unsent.
+    The replies of an update are written in the same transaction as its inbox row, one
+    key-value row each (`replies:<update_key>#<position>`), and each row is deleted once its
+    reply was sent (one statement), so they live only between commit and send. A redelivered
+    update finds there what a crash left unsent.
     """
 
     @staticmethod
     def _replies_key(update_key: str) -> str:
+        # One row for all replies: how earlier versions kept them (still read and settled).
         return f"replies:{update_key}"[:160]
+
+    @staticmethod
+    def _reply_key(update_key: str, position: int) -> str:
+        return f"replies:{update_key}"[:150] + f"#{position:04d}"
 
     async def record(self, update_key: str) -> bool:
         """Remember an update; False when it was seen before (a redelivery)."""
@@ -549,25 +554,40 @@ class InboxRepo(Repo):
     async def keep_replies(self, update_key: str, replies: list[dict]) -> None:
         """Store the replies (`{"channel", "user_ref", "body"}`) of an update until sent."""
         if replies:
+            now = utcnow()
             await self.session.execute(
                 _KV_INSERT,
-                {
-                    "key": self._replies_key(update_key),
-                    "value": {"replies": replies, "done": []},
-                    "updated_at": utcnow(),
-                },
+                [
+                    {"key": self._reply_key(update_key, n), "value": reply, "updated_at": now}
+                    for n, reply in enumerate(replies)
+                ],
             )
 
     async def unsent_replies(self, update_key: str) -> list[tuple[int, dict]]:
         """(position, reply) of the replies of an update not yet sent, in order."""
-        row = await self.session.get(KeyValue, self._replies_key(update_key))
-        if row is None:
-            return []
-        done = set(row.value.get("done", []))
-        return [(n, r) for n, r in enumerate(row.value["replies"]) if n not in done]
+        prefix = self._reply_key(update_key, 0)[:-4]
+        rows = await self.session.execute(
+            select(KeyValue.key, KeyValue.value)
+            .where(KeyValue.key.startswith(prefix, autoescape=True))
+            .order_by(KeyValue.key)
+        )
+        unsent = [(int(key[len(prefix) :]), value) for key, value in rows.all()]
+        legacy = await self.session.get(KeyValue, self._replies_key(update_key))
+        if legacy is not None:
+            done = set(legacy.value.get("done", []))
+            unsent += [(n, r) for n, r in enumerate(legacy.value["replies"]) if n not in done]
+        return unsent
 
     async def reply_done(self, update_key: str, position: int) -> None:
         """Tick off one reply (sent, refused for good, or handed to the outbox)."""
+        table = KeyValue.__table__
+        result = await self.session.execute(
+            table.delete().where(table.c.key == self._reply_key(update_key, position))
+        )
+        if result.rowcount == 0:
+            await self._legacy_reply_done(update_key, position)
+
+    async def _legacy_reply_done(self, update_key: str, position: int) -> None:
         key = self._replies_key(update_key)
         table = KeyValue.__table__
         value = await self.session.scalar(

@@ -110,3 +110,27 @@ async def test_sqlite_runs_in_wal_mode(sqlite_url, clock):
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 5000
     await app.close()
+
+
+async def test_kept_replies_are_ticked_off_one_row_each_and_old_rows_still_read(app):
+    """Each kept reply is its own row, gone once done; a row in the earlier one-row format
+    (left by a crash before an upgrade) is still returned and settled."""
+    replies = [{"channel": "telegram", "user_ref": "1", "body": {"text": t}} for t in "abc"]
+    async with app.uow() as uow:
+        await uow.inbox.keep_replies("tg:1", replies)
+        await uow.kv.put("replies:tg:2", {"replies": replies[:2], "done": [0]})
+        await uow.commit()
+    async with app.uow() as uow:
+        await uow.inbox.reply_done("tg:1", 1)
+        await uow.inbox.reply_done("tg:2", 1)
+        await uow.commit()
+    async with app.uow() as uow:
+        assert [n for n, _ in await uow.inbox.unsent_replies("tg:1")] == [0, 2]
+        assert await uow.inbox.unsent_replies("tg:2") == []
+        await uow.inbox.reply_done("tg:1", 0)
+        await uow.inbox.reply_done("tg:1", 2)
+        await uow.commit()
+    async with app.uow() as uow:
+        assert await uow.inbox.unsent_replies("tg:1") == []
+        keys = (await uow.session.execute(select(text("key")).select_from(text("kv")))).all()
+        assert not [k for (k,) in keys if k.startswith("replies:")]
