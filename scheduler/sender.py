@@ -481,6 +481,21 @@ def _one_per_chat(rows) -> tuple[list, list]:
     return first, later
 
 
+#: Seconds of paid-broadcast sends one round claims at most (TELEGRAM_PAID_BROADCAST on).
+PAID_ROUND_SECONDS = 0.5
+
+
+def claim_size(settings) -> int:
+    """Rows one round of `Sender` claims: SENDER_BATCH_SIZE, or with paid broadcasts on half a
+    second of TELEGRAM_PAID_BROADCAST_RATE (up to 1000), so the pause between rounds (settle,
+    report, claim) is a small share of the round; claimed rows not sent come back by lease."""
+    size = settings.sender_batch_size
+    if settings.telegram_paid_broadcast:
+        paid = math.ceil(settings.telegram_paid_broadcast_rate * PAID_ROUND_SECONDS)
+        size = max(size, min(1000, paid))
+    return size
+
+
 def book_limit(settings, paid: bool) -> int:
     """Sent rows that may wait to be written: max(10, SENDER_CONCURRENCY), or 50 ms of
     TELEGRAM_PAID_BROADCAST_RATE in a round with paid broadcasts (fewer, larger settles)."""
@@ -684,7 +699,7 @@ class Sender:
         return (await self._round()).sent
 
     async def _round(self) -> Round:
-        done = await drain_round(self.app, self.channel, self.app.settings.sender_batch_size)
+        done = await drain_round(self.app, self.channel, claim_size(self.app.settings))
         await report_broadcasts(self.app)
         return done
 
