@@ -212,6 +212,8 @@ class SharedLimits:
         by_channel: dict[str, list[str]] = {}
         for row in rows:
             by_channel.setdefault(row.channel, []).append(row.user_ref)
+        for blocks in self._blocks.values():
+            await blocks.settle_ahead()  # its own statement, before this transaction
         async with self.app.uow() as uow:
             for channel, refs in by_channel.items():
                 await uow.send_limits.free_chats(channel, refs, CHAT_GAP)
@@ -249,6 +251,9 @@ class SlotBlocks:
         self.window = max(1.0, self.cap / rate)
         self.block: _Block | None = None
         self._lock = asyncio.Lock()
+        #: The next block, taken in the background once half of the current one is handed out
+        #: (sends do not stall while it is taken).
+        self._next: asyncio.Task | None = None
 
     @contextlib.asynccontextmanager
     async def slot(self, local) -> AsyncIterator[None]:
@@ -268,20 +273,25 @@ class SlotBlocks:
         async with self._lock:
             block = self.block
             if block is None or block.closed:
-                block = self.block = _Block(await self._take())
+                task, self._next = self._next, None
+                slots = await task if task else []
+                block = self.block = _Block(slots or await self._take())
             block.handed += 1
             block.out += 1
             block.closed = block.handed == len(block.slots)  # the last answer frees it
+            if self._next is None and 2 * block.handed >= len(block.slots):
+                self._next = asyncio.create_task(self._take(wait=False))
             return block
 
-    async def _take(self) -> list[int]:
+    async def _take(self, wait: bool = True) -> list[int]:
+        """Up to `PAID_BLOCK` slots; waits for one unless `wait` is False (then maybe none)."""
         shared = self.shared
         if shared._caps.get(self.channel) != self.cap:
             await shared._run("ensure_slots", self.channel, self.cap)
             shared._caps[self.channel] = self.cap
         while True:
             slots = await shared._run("take_slots", self.channel, PAID_BLOCK, SHARED_HOLD_SECONDS)
-            if slots:
+            if slots or not wait:
                 return slots
             wait = await shared._run("slot_wait", self.channel)
             await shared.sleep(min(max(wait, 0.005), 1.0))
@@ -294,6 +304,19 @@ class SlotBlocks:
         used, unused = block.slots[: block.handed], block.slots[block.handed :]
         await send_limits.free_slots(self.channel, used, self.window)
         await send_limits.free_slots(self.channel, unused, 0.0)
+
+    async def settle_ahead(self) -> None:
+        """End of a round: wait for the block being taken ahead; it becomes the block at hand
+        (with none handed out), so `finish` gives its slots back."""
+        task, self._next = self._next, None
+        if task is None:
+            return
+        with contextlib.suppress(Exception):  # a failed take holds nothing
+            if slots := await task:
+                if self.block is not None and not self.block.closed:
+                    self.block.slots += slots  # unused: given back at once by finish
+                else:
+                    self.block = _Block(slots)
 
     async def finish(self, uow) -> None:
         """End of a round: close the block at hand, giving back its unused slots now."""
