@@ -78,10 +78,39 @@ async def _candidates(uow, recommender, learner_id, owned, history, index):
         pool |= set(_nearest(index.base, tuple(sorted(touched)), CANDIDATES))
     rows = {r.id: r for r in await uow.courses.infos(touched | pool)}
     browsed = {rows[c].category for c in touched if c in rows}
-    rows.update((r.id, r) for r in await uow.courses.newest_in(sorted(browsed), CANDIDATES))
+    newest = await _newest_by_category(uow)
+    rows.update((r.id, r) for r in await newest(sorted(browsed)[:8]))
     if len(rows) - len(touched) < CANDIDATES:  # little known yet: the newest of the catalogue
-        rows.update((r.id, r) for r in await uow.courses.newest_in(None, CANDIDATES))
+        rows.update((r.id, r) for r in await newest([None]))
     return {cid: info_from_row(r) for cid, r in rows.items()}, browsed
+
+
+#: `uow.caches` key of the newest courses per category (None: of the whole catalogue):
+#: (catalogue fingerprint, {slug: rows}). The per-category read sorts the category's courses
+#: on PostgreSQL (no index on created_at, id within a category), 3 ms at 10,000 courses.
+NEWEST_CACHE = "suggestions.newest"
+
+
+async def _newest_by_category(uow):
+    """A reader of the `CANDIDATES` newest active courses of some categories together, kept
+    per process until the catalogue's fingerprint (`CourseRepo.catalog_version`) changes."""
+    version = await uow.courses.catalog_version()
+    kept = uow.caches.get(NEWEST_CACHE)
+    if kept is None or kept[0] != version:
+        kept = uow.caches[NEWEST_CACHE] = (version, {})
+    by_slug = kept[1]
+
+    async def newest(slugs: list) -> list:
+        rows = []
+        for slug in slugs:
+            if slug not in by_slug:
+                wanted = None if slug is None else [slug]
+                by_slug[slug] = await uow.courses.newest_in(wanted, CANDIDATES)
+            rows.extend(by_slug[slug])
+        rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return rows[:CANDIDATES]
+
+    return newest
 
 
 #: Content neighbours of a set of courses, per built index: a built `TextIndex` never changes
