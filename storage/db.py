@@ -56,7 +56,8 @@ class WriteTurns:
     with growing sleeps in the driver's thread: under load a writer waits far longer than the
     transaction ahead of it takes. The turn is taken when a write transaction begins and given
     back when its connection returns to the pool (after COMMIT or ROLLBACK). A turn not given
-    back in `SQLITE_BUSY_TIMEOUT_S` is not waited for: SQLite's own busy timeout still guards.
+    back in `SQLITE_BUSY_TIMEOUT_S` (a holder that never returned its connection) is given up
+    on: the next writers get a fresh queue, and SQLite's own busy timeout still guards.
     """
 
     KEY = "coursebot_write_turn"
@@ -68,18 +69,57 @@ class WriteTurns:
         """Wait for the turn (inside SQLAlchemy's async bridge, so the event loop runs on)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
-        try:
-            await_only(asyncio.wait_for(self._lock.acquire(), SQLITE_BUSY_TIMEOUT_S))
-        except TimeoutError:
-            log.warning("an SQLite writer held its turn over %s s", SQLITE_BUSY_TIMEOUT_S)
+        lock = self._lock
+        if await_only(_acquire(lock, SQLITE_BUSY_TIMEOUT_S)):
+            record_info[self.KEY] = (lock, asyncio.get_running_loop())
             return
-        record_info[self.KEY] = self._lock
+        log.warning("an SQLite writer kept its turn over %s s; not waiting", SQLITE_BUSY_TIMEOUT_S)
+        if self._lock is lock:
+            self._lock = asyncio.Lock()
 
     def give_back(self, record_info: dict) -> None:
         """Let the next writer in, if this connection held the turn."""
-        lock = record_info.pop(self.KEY, None)
-        if lock is not None and lock.locked():
-            lock.release()
+        held = record_info.pop(self.KEY, None)
+        if held is None:
+            return
+        lock, loop = held
+        if loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            _release(lock)
+        else:  # a connection finalised off the loop's thread (garbage collection)
+            loop.call_soon_threadsafe(_release, lock)
+
+
+async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
+    """Take `lock` within `timeout` (False when not). A caller cancelled while waiting never
+    ends up holding it, even when the lock was granted at that very moment."""
+    waiting = asyncio.ensure_future(lock.acquire())
+    try:
+        done, _ = await asyncio.wait({waiting}, timeout=timeout)
+    except BaseException:
+        waiting.add_done_callback(lambda task: _release_if_granted(lock, task))
+        waiting.cancel()
+        raise
+    if not done:
+        waiting.add_done_callback(lambda task: _release_if_granted(lock, task))
+        waiting.cancel()
+        return False
+    return True
+
+
+def _release_if_granted(lock: asyncio.Lock, task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is None:
+        _release(lock)
+
+
+def _release(lock: asyncio.Lock) -> None:
+    if lock.locked():
+        lock.release()
 
 
 def _apply_sqlite_recipe(engine: AsyncEngine) -> None:
