@@ -435,8 +435,11 @@ class Dispatcher:
 
     async def _run_once(self, msg: Incoming, durable: bool = False) -> list[Output]:
         async with self.uow_factory() as uow:
-            # A pre-checkout query only reads: it is answered again if it comes again.
-            if msg.kind != "pre_checkout" and not await uow.inbox.record(msg.update_key):
+            # A pre-checkout query only reads (it is answered again if it comes again), so it
+            # never waits for a writer: its deadline is seconds.
+            if msg.kind == "pre_checkout":
+                await uow.read_only()
+            elif not await uow.inbox.record(msg.update_key):
                 if not durable:
                     log.info("dropped redelivered update %s", msg.update_key)
                     return []
@@ -495,7 +498,13 @@ class Dispatcher:
                 )
 
         learner, step_pending = await uow.learners.resolve_keyed(
-            msg.channel, msg.user_ref, msg.display_name, msg.locale, self.settings, step_key("")
+            msg.channel,
+            msg.user_ref,
+            msg.display_name,
+            msg.locale,
+            self.settings,
+            step_key(""),
+            touch=msg.kind != "pre_checkout",
         )
         t = translator_for(
             learner.locale or self.settings.default_locale, self.settings, learner.timezone

@@ -134,9 +134,12 @@ class LearnerRepo(Repo):
         locale_hint: str | None,
         settings,
         key_prefix: str | None,
+        touch: bool = True,
     ) -> tuple[Learner, bool]:
         """`resolve`, and whether the key-value row `<key_prefix><learner id>` (a pending step)
-        may exist, read with the learner (True when not asked or on first contact)."""
+        may exist, read with the learner (True when not asked or on first contact).
+        `touch=False` only reads: nothing is updated, and an unknown user gets a learner that
+        is not stored."""
         keyed = key_prefix is not None
         if keyed:
             params = {"channel": channel, "user_ref": user_ref, "prefix": key_prefix}
@@ -144,6 +147,12 @@ class LearnerRepo(Repo):
             identity, has_key = row if row is not None else (None, True)
         else:
             identity, has_key = await self.identity(channel, user_ref), True
+        if not touch:
+            if identity is not None:
+                return identity.learner, bool(has_key)
+            stranger = Learner(display_name=display_name[:128], locale=None)
+            stranger.locale = _locale_from_hint(locale_hint, settings.default_locale)
+            return stranger, False
         learner = await self._refreshed(
             identity, channel, user_ref, display_name, locale_hint, settings
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -134,3 +135,24 @@ async def test_kept_replies_are_ticked_off_one_row_each_and_old_rows_still_read(
         assert await uow.inbox.unsent_replies("tg:1") == []
         keys = (await uow.session.execute(select(text("key")).select_from(text("kv")))).all()
         assert not [k for (k,) in keys if k.startswith("replies:")]
+
+
+async def test_pre_checkout_is_answered_while_a_writer_holds_the_database(app):
+    """A pre-checkout query only reads: it is answered while another unit of work holds the
+    write lock (SQLite's single writer), not after it (Telegram's deadline is 10 s)."""
+    order_id = await open_order(app, "881", 1)
+    async with app.uow() as uow:
+        order = await uow.orders.get(order_id)
+    info = PaymentInfo(order.currency, order.amount, f"order:{order_id}", provider="test")
+    query = Incoming("telegram", "881", "pcq-881", "pre_checkout", payment=info, locale="en")
+    async with app.uow() as writer:
+        await writer.kv.put("busy", {"writer": "holds the lock"})
+        await writer.session.flush()
+        [answer] = await asyncio.wait_for(app.dispatcher.dispatch(query), 5)
+        assert answer.ok, answer
+        await writer.commit()
+    stranger = replace(query, user_ref="999", update_key="pcq-999")
+    [refused] = await app.dispatcher.dispatch(stranger)
+    assert not refused.ok
+    async with app.uow() as uow:
+        assert await uow.learners.identity("telegram", "999") is None
