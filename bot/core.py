@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import html
 import inspect
@@ -558,85 +557,28 @@ async def settle_reply(
 ) -> None:
     """After a send of a durable reply: tick it off (status 'sent', 'failed', 'unreachable'),
     or with 'pending' hand it to the outbox sender (due after `retry_after`), in one
-    transaction, so it is neither lost nor sent twice. Settles that come while one is being
-    written are written together in the next transaction (`Settler`)."""
+    transaction, so it is neither lost nor sent twice."""
     if reply.outbox_key is None:
         return
-    settler = app.uow.caches.get("settler")
-    if settler is None:
-        settler = app.uow.caches["settler"] = Settler(app)
-    await settler.settle((reply, status, retry_after, recipient))
+    from datetime import timedelta
 
+    from services.outbox import Outgoing, enqueue
 
-class Settler:
-    """Group commit of reply settles: the first is written at once; the ones that arrive while
-    a transaction is being written wait for the next, which takes them all. Under load a sent
-    reply then costs a share of one write transaction, not one of its own (SQLite has one
-    writer). A batch that fails is written again one settle at a time."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self._waiting: list[tuple[tuple, asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
-
-    async def settle(self, item: tuple) -> None:
-        """Write one settle (see `settle_reply`); returns once it is committed."""
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all(), name="settle-replies")
-        await asyncio.shield(done)  # a cancelled caller's settle is still written
-
-    async def _write_all(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                await self._write([item for item, _ in batch])
-            except Exception as error:
-                if len(batch) == 1:
-                    _finish(batch[0][1], error)
-                    continue
-                for item, done in batch:
-                    try:
-                        await self._write([item])
-                    except Exception as error:
-                        _finish(done, error)
-                    else:
-                        _finish(done, None)
-                continue
-            for _, done in batch:
-                _finish(done, None)
-
-    async def _write(self, items: list[tuple]) -> None:
-        from datetime import timedelta
-
-        from services.outbox import Outgoing, enqueue
-
-        now = self.app.clock.now()
-        async with self.app.uow() as uow:
-            for reply, status, retry_after, recipient in items:
-                update_key, _, position = reply.outbox_key.rpartition("#")
-                if status == "pending" and recipient is not None:
-                    message = Outgoing(
-                        recipient.channel,
-                        recipient.user_ref,
-                        replace(reply, to=None, outbox_key=None),
-                        "reply",
-                        dedupe_key=f"reply:{reply.outbox_key}"[:160],
-                        not_before=now + timedelta(seconds=retry_after or 0),
-                    )
-                    await enqueue(uow, message, now)
-                await uow.inbox.reply_done(update_key, int(position))
-            await uow.commit()
-
-
-def _finish(done: asyncio.Future, error: BaseException | None) -> None:
-    if done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+    update_key, _, position = reply.outbox_key.rpartition("#")
+    now = app.clock.now()
+    async with app.uow() as uow:
+        if status == "pending" and recipient is not None:
+            message = Outgoing(
+                recipient.channel,
+                recipient.user_ref,
+                replace(reply, to=None, outbox_key=None),
+                "reply",
+                dedupe_key=f"reply:{reply.outbox_key}"[:160],
+                not_before=now + timedelta(seconds=retry_after or 0),
+            )
+            await enqueue(uow, message, now)
+        await uow.inbox.reply_done(update_key, int(position))
+        await uow.commit()
 
 
 def numbered_text(reply: Reply, strip: Callable[[str], str]) -> tuple[str, list[Button]]:

@@ -156,29 +156,3 @@ async def test_pre_checkout_is_answered_while_a_writer_holds_the_database(app):
     assert not refused.ok
     async with app.uow() as uow:
         assert await uow.learners.identity("telegram", "999") is None
-
-
-async def test_settles_arriving_together_share_transactions(app):
-    """Replies sent at the same time are settled in fewer transactions than replies (group
-    commit), and every one of them is settled."""
-    from sqlalchemy import event
-
-    from bot.core import settle_reply
-
-    body = {"channel": "telegram", "user_ref": "1", "body": {"text": "hi"}}
-    async with app.uow() as uow:
-        for n in range(20):
-            await uow.inbox.keep_replies(f"tg:{n}", [body])
-        await uow.commit()
-    commits = []
-    listener = lambda _conn: commits.append(1)  # noqa: E731
-    event.listen(app.engine.sync_engine, "commit", listener)
-    try:
-        await asyncio.gather(
-            *(settle_reply(app, Reply("hi", outbox_key=f"tg:{n}#0"), "sent") for n in range(20))
-        )
-    finally:
-        event.remove(app.engine.sync_engine, "commit", listener)
-    assert 1 <= len(commits) < 20
-    async with app.uow() as uow:
-        assert all([await uow.inbox.unsent_replies(f"tg:{n}") == [] for n in range(20)])
