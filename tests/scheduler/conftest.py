@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FixedClock, start_telegram_app
+from tests.conftest import PG_URL, REQUIRE_PG, FixedClock, reset_postgres, start_telegram_app
 from tests.scheduler.support import FUTURE
 
 
@@ -30,3 +30,13 @@ async def live_sqlite(sqlite_url, clock, tg):
     yield app
     await channel.stop()
     await app.close()
+
+
+@pytest.fixture
+async def pg_url() -> str:
+    """A fresh real PostgreSQL database (skipped only when no server is configured)."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("COURSEBOT_REQUIRE_PG=1 but COURSEBOT_TEST_PG_URL is not set")
+        pytest.skip("no PostgreSQL server (set COURSEBOT_TEST_PG_URL)")
+    return await reset_postgres(PG_URL)

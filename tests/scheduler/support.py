@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, select
@@ -10,7 +11,7 @@ from sqlalchemy import func, insert, select
 from scheduler import jobs
 from scheduler.sender import drain_once, report_broadcasts
 from storage.models import Identity, Learner, OutboxMessage, Reminder
-from tests.conftest import start_telegram_app
+from tests.conftest import make_settings, start_telegram_app
 from tests.fakes.telegram_api import has
 
 #: Far enough ahead that APScheduler (which runs on real time) never fires these jobs itself.
@@ -109,3 +110,39 @@ def at(moment: datetime, **delta) -> datetime:
 
 
 __all__ = ["Reminder", "start_telegram_app"]
+
+
+async def drain_all(app) -> int:
+    """Drain until no row is pending; the number this app sent."""
+    total = 0
+    while True:
+        sent = await drain_once(app, limit=20)
+        total += sent
+        if sent == 0 and not await count_rows(
+            app, OutboxMessage, OutboxMessage.status == "pending"
+        ):
+            return total
+
+
+@contextlib.asynccontextmanager
+async def sender_apps(url: str, clock, tg, **overrides):
+    """Two sender processes' worth of apps on one database, each with its aiogram channel to
+    the fake Bot API (not polling); closed afterwards."""
+    from bot.bootstrap import build_app
+    from bot.channels.telegram_aiogram import AiogramChannel
+
+    settings = make_settings(
+        url, telegram_bot_token=tg.token, telegram_api_url=tg.base_url, **overrides
+    )
+    apps = [await build_app(settings, clock=clock) for _ in range(2)]
+    channels = []
+    try:
+        for app in apps:
+            channels.append(AiogramChannel(app))
+            app.channels.add(channels[-1])
+        yield apps
+    finally:
+        for channel in channels:
+            await channel.bot.session.close()
+        for app in apps:
+            await app.close()

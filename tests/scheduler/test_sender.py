@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 from sqlalchemy import select
 
 from bot.core import Reply
@@ -20,8 +19,16 @@ from scheduler.sender import (
 from services import outbox
 from services.outbox import Outgoing
 from storage.models import Identity, OutboxMessage
-from tests.conftest import ADMIN_TG, PG_URL, REQUIRE_PG, make_settings, reset_postgres
-from tests.scheduler.support import FakeTime, add_learners, count_rows, has, start_telegram_app
+from tests.conftest import ADMIN_TG
+from tests.scheduler.support import (
+    FakeTime,
+    add_learners,
+    count_rows,
+    drain_all,
+    has,
+    sender_apps,
+    start_telegram_app,
+)
 
 CEILING = 300
 
@@ -248,54 +255,16 @@ async def test_rows_of_a_blocked_chat_cost_one_call_and_the_rest_settle_at_the_c
     )
 
 
-@pytest.fixture
-async def pg_url():
-    """A fresh PostgreSQL database (skipped only when no server is configured)."""
-    if not PG_URL:
-        if REQUIRE_PG:
-            pytest.fail("COURSEBOT_REQUIRE_PG=1 but COURSEBOT_TEST_PG_URL is not set")
-        pytest.skip("no PostgreSQL server (set COURSEBOT_TEST_PG_URL)")
-    return await reset_postgres(PG_URL)
-
-
 async def test_two_senders_on_postgres_never_send_a_row_twice(pg_url, clock, tg):
     """Two sender processes' worth of apps drain one PostgreSQL outbox: each row once."""
-    from bot.bootstrap import build_app
-    from bot.channels.telegram_aiogram import AiogramChannel
-
-    overrides = dict(
-        telegram_bot_token=tg.token,
-        telegram_api_url=tg.base_url,
-        send_rate_per_second=500,
-        sender_batch_size=20,
-    )
-    apps = [await build_app(make_settings(pg_url, **overrides), clock=clock) for _ in range(2)]
-    channels = []
-    try:
-        for app in apps:
-            channels.append(AiogramChannel(app))
-            app.channels.add(channels[-1])
+    async with sender_apps(
+        pg_url, clock, tg, send_rate_per_second=500, sender_batch_size=20
+    ) as apps:
         ids = list(range(200_000, 200_600))
         for user_id in ids:
             tg.user(user_id)
         await enqueue(apps[0], ids)
-
-        async def run(app) -> int:
-            total = 0
-            while True:
-                sent = await drain_once(app, limit=20)
-                if sent == 0 and not await count_rows(
-                    app, OutboxMessage, OutboxMessage.status == "pending"
-                ):
-                    return total
-                total += sent
-
-        counts = await asyncio.gather(run(apps[0]), run(apps[1]))
+        counts = await asyncio.gather(drain_all(apps[0]), drain_all(apps[1]))
         assert sum(counts) == len(ids) and min(counts) > 0, counts
         assert all(tg.send_counts[user_id] == 1 for user_id in ids)
         assert (await rows_by_status(apps[0])) == {"sent": len(ids)}
-    finally:
-        for channel in channels:
-            await channel.bot.session.close()
-        for app in apps:
-            await app.close()
