@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 
+from bot import heap
 from bot.bootstrap import build_app
 from bot.channels import configured_channels
 from bot.channels.base import ChannelConfigError
@@ -47,9 +48,10 @@ async def start_channels(app, channels, stop: asyncio.Event | None = None) -> No
         if await start_with_retry(channel, stop):
             app.started.append(channel)
     # jieba loads once the channels listen, then the catalogue index builds in the background:
-    # start-up never waits for them, and no learner's message builds the index.
+    # start-up never waits for them, and no learner's message builds the index. Once built,
+    # what start-up made is frozen out of the garbage collector's full collections.
     warm_up_in_background()
-    catalog_index.start(app.uow)
+    heap.freeze_after(catalog_index.start(app.uow).wait())
 
 
 async def start_with_retry(channel, stop: asyncio.Event | None = None) -> bool:

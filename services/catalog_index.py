@@ -72,6 +72,11 @@ class CatalogIndex:
         if not self.building:
             self._task = asyncio.get_running_loop().create_task(self._build())
 
+    async def wait(self) -> None:
+        """Wait for the build running now, if any (it is not cancelled when this wait is)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def _build(self) -> None:
         try:
             warming = textindex.warm_up_in_background()
@@ -168,9 +173,10 @@ async def index_ready(uow) -> bool:
     return index.live is not None
 
 
-def start(uow_factory) -> None:
+def start(uow_factory) -> CatalogIndex:
     """Start building the index of the database of `uow_factory` now (process start-up)."""
     index = uow_factory.caches.get(KEY)
     if index is None:
         index = uow_factory.caches[KEY] = CatalogIndex(uow_factory)
     index.start()
+    return index

@@ -10,6 +10,7 @@ from sqlalchemy import String, bindparam, cast, delete, func, or_, select, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.util import identity_key
 
 from storage.models import (
     Category,
@@ -47,6 +48,24 @@ def _ignoring_insert(session: AsyncSession, table):
     if stmt is None:
         module = postgresql if dialect == "postgresql" else sqlite
         stmt = _IGNORING_INSERTS[(dialect, table)] = module.insert(table).on_conflict_do_nothing()
+    return stmt
+
+
+#: Prebuilt Core `INSERT … ON CONFLICT (key) DO UPDATE` of the key-value table by dialect.
+_KV_UPSERTS: dict[str, Any] = {}
+
+
+def _kv_upsert(session: AsyncSession):
+    """The cached one-statement upsert of a key-value row on this session's dialect."""
+    dialect = session.bind.dialect.name
+    stmt = _KV_UPSERTS.get(dialect)
+    if stmt is None:
+        module = postgresql if dialect == "postgresql" else sqlite
+        insert = module.insert(KeyValue.__table__)
+        stmt = _KV_UPSERTS[dialect] = insert.on_conflict_do_update(
+            index_elements=[KeyValue.__table__.c.key],
+            set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
+        )
     return stmt
 
 
@@ -679,8 +698,13 @@ class KeyValueRepo(Repo):
         return row.value if row else None
 
     async def put(self, key: str, value: dict) -> None:
-        """Store `value` under `key`."""
-        await self.session.merge(KeyValue(key=key, value=value, updated_at=utcnow()))
+        """Store `value` under `key` (one upsert, no ORM object)."""
+        await self.session.execute(
+            _kv_upsert(self.session), {"key": key, "value": value, "updated_at": utcnow()}
+        )
+        loaded = self.session.identity_map.get(identity_key(KeyValue, key))
+        if loaded is not None:  # a row read earlier in this unit of work: read it again
+            self.session.expire(loaded)
 
     async def pop(self, key: str) -> dict | None:
         """Remove and return the value under `key` (one `DELETE … RETURNING`)."""

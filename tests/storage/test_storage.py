@@ -113,6 +113,24 @@ async def test_sqlite_runs_in_wal_mode(sqlite_url, clock):
     await app.close()
 
 
+async def test_key_value_put_overwrites_and_a_row_read_before_is_read_again(app):
+    """`kv.put` is one upsert: a new key is inserted, a known one overwritten, and a value read
+    earlier in the same unit of work is not served stale from the session afterwards."""
+    async with app.uow() as uow:
+        await uow.kv.put("k", {"n": 1})
+        await uow.kv.put("k", {"n": 2})
+        await uow.commit()
+    async with app.uow() as uow:
+        assert await uow.kv.get("k") == {"n": 2}
+        await uow.kv.put("k", {"n": 3})
+        assert await uow.kv.get("k") == {"n": 3}
+        await uow.rollback()
+    async with app.uow() as uow:
+        assert await uow.kv.get("k") == {"n": 2}
+        rows = (await uow.session.execute(text("SELECT count(*) FROM kv WHERE key = 'k'"))).all()
+        assert rows == [(1,)]
+
+
 async def test_kept_replies_are_ticked_off_one_row_each_and_old_rows_still_read(app):
     """Each kept reply is its own row, gone once done; a row in the earlier one-row format
     (left by a crash before an upgrade) is still returned and settled."""
