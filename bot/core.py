@@ -14,7 +14,6 @@ from typing import Any, Literal, Protocol
 from sqlalchemy.exc import IntegrityError
 
 from bot.parsing import check_numbers, safe_payment_facts
-from storage.db import StaleSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -423,64 +422,38 @@ class Dispatcher:
         between a send and its tick: Telegram's sendMessage is not idempotent, so that reply
         may come twice.
         """
-        # On SQLite most updates read first and write at the end (inbox row, kept replies):
-        # they take the write lock only then, so readers do not queue behind writers. Money
-        # (payments) takes it first: a retried payment handler could refund twice.
-        late = msg.kind not in ("pre_checkout", "payment")
-        conflicts = 0
-        while True:
+        for attempt in (1, 2):
             try:
-                return await self._run_once(msg, durable, late)
-            except StaleSnapshot:
-                # Another writer committed while this one read: again, holding the write lock
-                # from the start, so it cannot happen twice.
-                log.debug("update %s read a stale snapshot; handling it again", msg.update_key)
-                late = False
+                return await self._run_once(msg, durable)
             except IntegrityError:
                 # A concurrent writer won a unique race (same payment, same learner); the
                 # second run sees its row and answers from it.
-                conflicts += 1
-                if conflicts == 2:
+                if attempt == 2:
                     raise
                 log.info("retrying %s after a unique conflict", msg.update_key)
+        return []
 
-    async def _run_once(self, msg: Incoming, durable: bool, late: bool) -> list[Output]:
+    async def _run_once(self, msg: Incoming, durable: bool = False) -> list[Output]:
         async with self.uow_factory() as uow:
-            late = late and uow.writes_late
             # A pre-checkout query only reads (it is answered again if it comes again), so it
             # never waits for a writer: its deadline is seconds.
             if msg.kind == "pre_checkout":
                 await uow.read_only()
-            elif late:
-                await uow.write_late()
-                if await uow.inbox.seen(msg.update_key):
-                    return await self._redelivered(uow, msg, durable)
             elif not await uow.inbox.record(msg.update_key):
-                return await self._redelivered(uow, msg, durable)
+                if not durable:
+                    log.info("dropped redelivered update %s", msg.update_key)
+                    return []
+                unsent = await self._unsent_replies(uow, msg)
+                await uow.commit()
+                log.info(
+                    "redelivered update %s: %s reply(ies) to resend", msg.update_key, len(unsent)
+                )
+                return unsent
             outputs = await self._handle(msg, uow)
-            if late:
-                await self._record_once(uow, msg)
             if durable:
                 outputs = await self._store_replies(uow, msg, outputs)
             await uow.commit()
             return outputs
-
-    @staticmethod
-    async def _record_once(uow, msg: Incoming) -> None:
-        """Record the update unless this unit of work has (StaleSnapshot: it was meanwhile)."""
-        if msg.update_key in uow.inbox.recorded:
-            return
-        if not await uow.inbox.record(msg.update_key):
-            raise StaleSnapshot(f"{msg.update_key} was recorded meanwhile")
-
-    async def _redelivered(self, uow, msg: Incoming, durable: bool) -> list[Output]:
-        if not durable:
-            log.info("dropped redelivered update %s", msg.update_key)
-            return []
-        unsent = await self._unsent_replies(uow, msg)
-        await uow.commit()
-        log.info("redelivered update %s: %s reply(ies) to resend", msg.update_key, len(unsent))
-        return unsent
 
     async def _store_replies(self, uow, msg: Incoming, outputs: list[Output]) -> list[Output]:
         stored: list[Output] = []
@@ -544,10 +517,6 @@ class Dispatcher:
         if route.admin and not self.settings.is_admin(msg.channel, msg.user_ref):
             log.warning("refused admin route to %s:%s", msg.channel, msg.user_ref)
             return [Reply(t("admin.refused"))]
-        if route.admin:
-            # Admin work may call a platform before its first write (a refund): take the
-            # write lock first (recording the update), so the handler never runs twice.
-            await self._record_once(uow, msg)
         command = self.router.names.get(msg.command.lower(), msg.command)
         refusal = check_numbers(msg.kind, command, msg.args, msg.payload)
         if refusal is not None and not step:
@@ -560,7 +529,7 @@ class Dispatcher:
         deps["deps"] = deps  # for wrappers that call another handler (questions, coupons)
         try:
             outputs = _as_outputs(await call_with_deps(route.handler, deps))
-        except (IntegrityError, StaleSnapshot):
+        except IntegrityError:
             raise
         except Exception:
             log.exception("handler %s failed on %s", route.handler.__qualname__, msg.kind)

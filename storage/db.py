@@ -17,18 +17,6 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_S = 15
 #: Execution option of a transaction that only reads (a plain deferred BEGIN on SQLite).
 READ_ONLY = "coursebot_read_only"
-#: Execution option of a transaction that reads first and takes SQLite's write lock only at its
-#: first write (a plain BEGIN; the write turn is taken before that write). See `StaleSnapshot`.
-WRITE_LATE = "coursebot_write_late"
-#: SQLite's extended result code: a read transaction's snapshot is older than the newest commit,
-#: so it cannot become a write transaction.
-SQLITE_BUSY_SNAPSHOT = 517
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
-
-
-class StaleSnapshot(Exception):
-    """A write-late transaction (`WRITE_LATE`) tried to write after another writer committed
-    since its first read: nothing was written; run the work again (it can then write first)."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -153,27 +141,11 @@ def _apply_sqlite_recipe(engine: AsyncEngine) -> None:
         # A deferred read-then-write transaction fails at once with "database is locked";
         # taking the write lock up front makes SQLite wait on busy_timeout instead. A unit of
         # work that only reads (`UnitOfWork.read_only`) takes no lock: WAL readers never wait.
-        options = connection.get_execution_options()
-        if options.get(READ_ONLY) or options.get(WRITE_LATE):
+        if connection.get_execution_options().get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
         else:
             turns.take(connection.connection.info)
             connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _before_write(connection, _cursor, statement, _params, _context, _many):
-        # A write-late transaction waits for its write turn before its first write.
-        if not connection.get_execution_options().get(WRITE_LATE):
-            return
-        info = connection.connection.info
-        if WriteTurns.KEY not in info and statement.lstrip()[:6].upper() in _WRITES:
-            turns.take(info)
-
-    @event.listens_for(engine.sync_engine, "handle_error")
-    def _on_error(context):
-        if getattr(context.original_exception, "sqlite_errorcode", None) == SQLITE_BUSY_SNAPSHOT:
-            return StaleSnapshot(str(context.original_exception))
-        return None
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _on_checkin(_dbapi_connection, record):

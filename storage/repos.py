@@ -541,25 +541,13 @@ class InboxRepo(Repo):
     def _reply_key(update_key: str, position: int) -> str:
         return f"replies:{update_key}"[:150] + f"#{position:04d}"
 
-    def __init__(self, session: AsyncSession) -> None:
-        super().__init__(session)
-        #: The update keys recorded in this unit of work (`record`).
-        self.recorded: set[str] = set()
-
     async def record(self, update_key: str) -> bool:
         """Remember an update; False when it was seen before (a redelivery)."""
         stmt = _ignoring_insert(self.session, InboxEntry.__table__)
         result = await self.session.execute(
             stmt, {"update_key": update_key, "received_at": utcnow()}
         )
-        if result.rowcount == 1:
-            self.recorded.add(update_key)
         return result.rowcount == 1
-
-    async def seen(self, update_key: str) -> bool:
-        """True when the update was recorded before (read only)."""
-        stmt = select(InboxEntry.update_key).where(InboxEntry.update_key == update_key)
-        return (await self.session.execute(stmt)).first() is not None
 
     async def queue_updates(self, prefix: str, updates: list[tuple[int, dict]]) -> None:
         """Keep raw updates fetched ahead of handling (`prefix` names the channel), so they can

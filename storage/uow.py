@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage import analytics, feedback, leases, live, repos, send_limits, wechat
-from storage.db import READ_ONLY, WRITE_LATE
+from storage.db import READ_ONLY
 
 
 class UnitOfWork:
@@ -56,19 +56,6 @@ class UnitOfWork:
         """Make this unit of work a reader: on SQLite it takes no write lock, so it never waits
         for (nor holds up) writers. Call before anything else; it must not write."""
         await self.session.connection(execution_options={READ_ONLY: True})
-        return self
-
-    @property
-    def writes_late(self) -> bool:
-        """True when this database can defer its write lock (`write_late`): SQLite."""
-        return self.session.bind.dialect.name == "sqlite"
-
-    async def write_late(self) -> UnitOfWork:
-        """Read first, take the write lock only at the first write (SQLite; elsewhere nothing
-        changes). Call before anything else. The first write raises `StaleSnapshot` when
-        another writer committed since this unit of work's first read: run it again."""
-        if self.writes_late:
-            await self.session.connection(execution_options={WRITE_LATE: True})
         return self
 
     async def commit(self) -> None:

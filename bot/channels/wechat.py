@@ -338,9 +338,10 @@ class WeChatChannel(Channel):
         self._seen: dict[str, float] = {}  # user -> monotonic time of the last `seen` write
         self.seen_every = SEEN_EVERY
         self._shown: dict[str, list] = {}  # user -> options this process stored last
-        # SQLite has one writer: the write-behind and pay notifications wait their turn here,
-        # first come first served, not in SQLite's busy handler. Dispatches take no turn here:
-        # they read first and wait for the engine's write turn (WriteTurns) only to write.
+        # SQLite has one writer and every dispatch is a write transaction: dispatches (and the
+        # write-behind) wait their turn here, first come first served, not in SQLite's busy
+        # handler, which sleeps and serves no one in order (under a burst some waited past
+        # its 15 s timeout: "database is locked"). Reads take no write lock and do not wait.
         self._writer = asyncio.Lock() if is_sqlite(settings.database_url) else None
         self.writes = WriteBehind(app.uow, self._write_state, turn=self._turn)
         self.menus = True  # buttons in customer-service messages as msgmenu
@@ -520,9 +521,8 @@ class WeChatChannel(Channel):
             await uow.commit()
 
     async def _dispatch(self, msg: Incoming) -> list:
-        # No turn here: the dispatcher reads first and takes SQLite's write turn (WriteTurns)
-        # only for its writes, so messages of different users are handled side by side.
-        outputs = await self.app.dispatcher.dispatch(msg)
+        async with self._turn():
+            outputs = await self.app.dispatcher.dispatch(msg)
         now = time.monotonic()
         if outputs and now - self._seen.get(msg.user_ref, -math.inf) >= self.seen_every:
             self._seen[msg.user_ref] = now
