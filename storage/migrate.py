@@ -24,6 +24,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
 
 
+#: The PostgreSQL advisory lock key that serialises migrations ("cbmigrat").
+MIGRATION_LOCK = 0x63626D6967726174
+
+
 def head_revision(versions: Path = MIGRATIONS / "versions") -> str | None:
     """The newest revision id of the migration files, read as text; None unless one head."""
     revisions: set[str] = set()
@@ -82,6 +86,11 @@ async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Processes starting together on a fresh database migrate one after the other
+            # (both creating alembic_version at once failed the second); the lock ends with
+            # the transaction, and the second then finds the schema at head.
+            await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         await connection.run_sync(run)
 
 

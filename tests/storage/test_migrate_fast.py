@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import text
 
 from storage.db import make_engine
@@ -26,3 +28,17 @@ async def test_only_a_database_at_the_newest_revision_counts_as_at_head(db_url):
         assert not await is_at_head(engine)
     finally:
         await engine.dispose()
+
+
+async def test_processes_migrating_a_fresh_postgresql_database_at_once_all_succeed(db_url):
+    """Web, scheduler and sender processes started together all migrate: one after another."""
+    if not db_url.startswith("postgresql"):
+        return  # one SQLite file is migrated by the process that owns it
+    engines = [make_engine(db_url) for _ in range(3)]
+    try:
+        migrations = asyncio.gather(*(upgrade_engine(engine) for engine in engines))
+        await asyncio.wait_for(migrations, 60)  # unserialised, they failed or hung
+        assert all([await is_at_head(engine) for engine in engines])
+    finally:
+        for engine in engines:
+            await engine.dispose()
