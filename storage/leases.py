@@ -11,10 +11,9 @@ one machine an SQLite file lives on (PostgreSQL uses advisory locks instead, see
 from __future__ import annotations
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.models import KeyValue, utcnow
-from storage.repos import Repo
+from storage.repos import Repo, dialect_module
 
 PREFIX = "lease:"
 
@@ -30,7 +29,7 @@ class LeaseRepo(Repo):
     async def take(self, name: str, holder: str, seconds: float, now: float) -> bool:
         """Take or renew the lease for `seconds` from `now`; False when someone else holds it."""
         key, value = lease_key(name), {"holder": holder, "expires": now + seconds}
-        module = postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
+        module = dialect_module(self.session)
         inserted = await self.session.execute(
             module.insert(KeyValue)
             .values(key=key, value=value, updated_at=utcnow())

@@ -28,10 +28,14 @@ from storage.models import (
 )
 
 
+def dialect_module(session: AsyncSession):
+    """SQLAlchemy's dialect module of this session (its `insert` has ON CONFLICT)."""
+    return postgresql if session.bind.dialect.name == "postgresql" else sqlite
+
+
 async def insert_ignore(session: AsyncSession, model: type, **values: Any) -> bool:
     """Insert a row unless a unique key already holds it; True when inserted."""
-    dialect = session.bind.dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
+    module = dialect_module(session)
     result = await session.execute(module.insert(model).values(**values).on_conflict_do_nothing())
     return result.rowcount == 1
 
@@ -46,7 +50,7 @@ def _ignoring_insert(session: AsyncSession, table):
     dialect = session.bind.dialect.name
     stmt = _IGNORING_INSERTS.get((dialect, table))
     if stmt is None:
-        module = postgresql if dialect == "postgresql" else sqlite
+        module = dialect_module(session)
         stmt = _IGNORING_INSERTS[(dialect, table)] = module.insert(table).on_conflict_do_nothing()
     return stmt
 
@@ -60,8 +64,7 @@ def _kv_upsert(session: AsyncSession):
     dialect = session.bind.dialect.name
     stmt = _KV_UPSERTS.get(dialect)
     if stmt is None:
-        module = postgresql if dialect == "postgresql" else sqlite
-        insert = module.insert(KeyValue.__table__)
+        insert = dialect_module(session).insert(KeyValue.__table__)
         stmt = _KV_UPSERTS[dialect] = insert.on_conflict_do_update(
             index_elements=[KeyValue.__table__.c.key],
             set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
@@ -82,7 +85,7 @@ async def insert_ignore_many(session, model: type, rows: list[dict]) -> int:
     """Insert many rows, skipping those a unique key already holds; returns rows inserted."""
     if not rows:
         return 0
-    module = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    module = dialect_module(session)
     inserted = 0
     for chunk in chunks(rows, max(1, 3000 // len(rows[0]))):
         result = await session.execute(
