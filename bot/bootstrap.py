@@ -15,11 +15,12 @@ from bot.core import Channels, Clock, Dispatcher, SystemClock
 from bot.settings import Settings
 from handlers import build_router
 from scheduler.sender import quiet_start
-from storage.db import make_engine, make_session_factory
+from storage.db import is_sqlite, make_engine, make_session_factory
 from storage.migrate import upgrade_engine
 from storage.uow import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
+
 
 def training_schedule(settings: Settings) -> str:
     """When the scheduler trains the recommender, in words for the start-up log line."""
@@ -131,6 +132,7 @@ class App:
         self.started.clear()
         if self.web is not None:
             await self.web.stop()
+        await self.dispatcher.aclose()
         await self.uow.close()  # background work on this database (the catalogue index)
         await self.engine.dispose()
 
@@ -156,7 +158,8 @@ async def build_app(
         "wake": lambda: app.wake(),
         **extra_deps,
     }
-    dispatcher = Dispatcher(build_router(), uow, deps)
+    grouped = is_sqlite(settings.database_url)  # one writer at a time: share transactions
+    dispatcher = Dispatcher(build_router(), uow, deps, group_commit=grouped)
     app = App(settings, engine, uow, dispatcher, channels, clock, deps, tasks=tasks, ready=ready)
     await quiet_start(app)
     return app

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
+from bot.group_commit import GroupCommit
 from bot.parsing import check_numbers, safe_payment_facts
 
 log = logging.getLogger(__name__)
@@ -370,12 +372,27 @@ def check_dependencies(router: Router, available: Iterable[str]) -> None:
 class Dispatcher:
     """Dedupe by update key, resolve the learner, run one handler in one unit of work."""
 
-    def __init__(self, router: Router, uow_factory: Callable[[], Any], deps: dict[str, Any]):
+    def __init__(
+        self,
+        router: Router,
+        uow_factory: Callable[[], Any],
+        deps: dict[str, Any],
+        group_commit: bool = False,
+    ):
         check_dependencies(router, deps)
         self.router = router
         self.uow_factory = uow_factory
         self.deps = deps
         self.settings = deps["settings"]
+        #: On SQLite (one writer at a time), durable learner updates dispatched at the same time
+        #: share a transaction, and so do the settles of their replies (`bot.group_commit`).
+        self.updates: GroupCommit | None = None
+        self.settles: GroupCommit | None = None
+        if group_commit:
+            self.updates = GroupCommit(
+                self._run_group, functools.partial(self._dispatch_alone, durable=True)
+            )
+            self.settles = GroupCommit(self._settle_group, self._settle_one)
 
     def as_command(self, msg: Incoming) -> Incoming:
         """Plain text starting with a command word (`课程`, `search python`) becomes a command."""
@@ -420,8 +437,23 @@ class Dispatcher:
         thus loses nothing (the platform redelivers: updates are confirmed only after their
         replies went out, or kept in the durable update queue). The one window left is a crash
         between a send and its tick: Telegram's sendMessage is not idempotent, so that reply
-        may come twice.
+        may come twice. On SQLite a durable learner update may share its transaction with
+        others dispatched at the same time (`self.updates`); it is committed all the same
+        before this returns.
         """
+        if durable and self.updates is not None and self._groupable(msg):
+            return await self.updates.submit(msg)
+        return await self._dispatch_alone(msg, durable)
+
+    def _groupable(self, msg: Incoming) -> bool:
+        """A learner's command, button or text: a payment (whose handler may refund) and an
+        admin's update (some call the platform before they write) run alone, so a group
+        that fails and runs again never repeats a platform call."""
+        return msg.kind in ("command", "button", "text") and not self.settings.is_admin(
+            msg.channel, msg.user_ref
+        )
+
+    async def _dispatch_alone(self, msg: Incoming, durable: bool) -> list[Output]:
         for attempt in (1, 2):
             try:
                 return await self._run_once(msg, durable)
@@ -439,21 +471,32 @@ class Dispatcher:
             # never waits for a writer: its deadline is seconds.
             if msg.kind == "pre_checkout":
                 await uow.read_only()
-            elif not await uow.inbox.record(msg.update_key):
-                if not durable:
-                    log.info("dropped redelivered update %s", msg.update_key)
-                    return []
-                unsent = await self._unsent_replies(uow, msg)
-                await uow.commit()
-                log.info(
-                    "redelivered update %s: %s reply(ies) to resend", msg.update_key, len(unsent)
-                )
-                return unsent
-            outputs = await self._handle(msg, uow)
-            if durable:
-                outputs = await self._store_replies(uow, msg, outputs)
+            outputs = await self._run_in(uow, msg, durable)
             await uow.commit()
             return outputs
+
+    async def _run_group(self, msgs: Sequence[Incoming]) -> list[list[Output]]:
+        """Durable updates one after another in one transaction, as each would run alone; any
+        handler's failure raises (rolling all of them back) for them to run alone."""
+        async with self.uow_factory() as uow:
+            results = [await self._run_in(uow, msg, True, alone=False) for msg in msgs]
+            await uow.commit()
+            return results
+
+    async def _run_in(self, uow, msg: Incoming, durable: bool, alone: bool = True):
+        """One update inside `uow`: recorded in the inbox (a redelivery answers from it), then
+        handled; the caller commits."""
+        if msg.kind != "pre_checkout" and not await uow.inbox.record(msg.update_key):
+            if not durable:
+                log.info("dropped redelivered update %s", msg.update_key)
+                return []
+            unsent = await self._unsent_replies(uow, msg)
+            log.info("redelivered update %s: %s reply(ies) to resend", msg.update_key, len(unsent))
+            return unsent
+        outputs = await self._handle(msg, uow, alone)
+        if durable:
+            outputs = await self._store_replies(uow, msg, outputs)
+        return outputs
 
     async def _store_replies(self, uow, msg: Incoming, outputs: list[Output]) -> list[Output]:
         stored: list[Output] = []
@@ -486,7 +529,7 @@ class Dispatcher:
         clock = self.deps.get("clock")
         return clock.now() if clock is not None else datetime.now(UTC)
 
-    async def _handle(self, msg: Incoming, uow) -> list[Output]:
+    async def _handle(self, msg: Incoming, uow, alone: bool = True) -> list[Output]:
         from bot.i18n import translator_for
 
         if msg.payment is not None:
@@ -532,6 +575,8 @@ class Dispatcher:
         except IntegrityError:
             raise
         except Exception:
+            if not alone:  # the group is rolled back; alone, this update gets its apology
+                raise
             log.exception("handler %s failed on %s", route.handler.__qualname__, msg.kind)
             await uow.rollback()
             # The rollback dropped the inbox row too: record it again, with the apology.
@@ -540,11 +585,38 @@ class Dispatcher:
             return self._failure(msg, t)
         return outputs
 
+    async def aclose(self) -> None:
+        """Let the groups at hand commit (before the engine is closed)."""
+        for group in (self.updates, self.settles):
+            if group is not None:
+                await group.aclose()
+
+    async def _settle_group(self, settlements: Sequence[Settlement]) -> list[None]:
+        now = self._now()
+        async with self.uow_factory() as uow:
+            for settlement in settlements:
+                await _settle_in(uow, settlement, now)
+            await uow.commit()
+        return [None] * len(settlements)
+
+    async def _settle_one(self, settlement: Settlement) -> None:
+        await self._settle_group([settlement])
+
     @staticmethod
     def _failure(msg: Incoming, t: Callable[..., str]) -> list[Output]:
         if msg.kind == "pre_checkout":
             return [PreCheckoutAnswer(False, t("error.generic"))]
         return [Reply(t("error.generic"))]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How the send of one durable reply ended (see `settle_reply`)."""
+
+    reply: Reply
+    status: str
+    retry_after: float | None = None
+    recipient: Recipient | None = None
 
 
 async def settle_reply(
@@ -557,28 +629,36 @@ async def settle_reply(
 ) -> None:
     """After a send of a durable reply: tick it off (status 'sent', 'failed', 'unreachable'),
     or with 'pending' hand it to the outbox sender (due after `retry_after`), in one
-    transaction, so it is neither lost nor sent twice."""
+    transaction, so it is neither lost nor sent twice. On SQLite the settles of replies sent
+    at the same time share one transaction (`Dispatcher.settles`)."""
     if reply.outbox_key is None:
         return
+    settlement = Settlement(reply, status, retry_after, recipient)
+    group = app.dispatcher.settles
+    if group is not None:
+        await group.submit(settlement)
+    else:
+        await app.dispatcher._settle_one(settlement)
+
+
+async def _settle_in(uow, settlement: Settlement, now: datetime) -> None:
     from datetime import timedelta
 
     from services.outbox import Outgoing, enqueue
 
+    reply, recipient = settlement.reply, settlement.recipient
     update_key, _, position = reply.outbox_key.rpartition("#")
-    now = app.clock.now()
-    async with app.uow() as uow:
-        if status == "pending" and recipient is not None:
-            message = Outgoing(
-                recipient.channel,
-                recipient.user_ref,
-                replace(reply, to=None, outbox_key=None),
-                "reply",
-                dedupe_key=f"reply:{reply.outbox_key}"[:160],
-                not_before=now + timedelta(seconds=retry_after or 0),
-            )
-            await enqueue(uow, message, now)
-        await uow.inbox.reply_done(update_key, int(position))
-        await uow.commit()
+    if settlement.status == "pending" and recipient is not None:
+        message = Outgoing(
+            recipient.channel,
+            recipient.user_ref,
+            replace(reply, to=None, outbox_key=None),
+            "reply",
+            dedupe_key=f"reply:{reply.outbox_key}"[:160],
+            not_before=now + timedelta(seconds=settlement.retry_after or 0),
+        )
+        await enqueue(uow, message, now)
+    await uow.inbox.reply_done(update_key, int(position))
 
 
 def numbered_text(reply: Reply, strip: Callable[[str], str]) -> tuple[str, list[Button]]:

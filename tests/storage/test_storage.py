@@ -102,15 +102,60 @@ async def test_many_concurrent_writers_never_see_locked(app):
 
 
 async def test_sqlite_runs_in_wal_mode(sqlite_url, clock):
-    """The embedded database uses WAL and a busy timeout."""
+    """The embedded database uses WAL, and one call waits at most a short slice for a lock."""
     from bot.bootstrap import build_app
+    from storage.db import SQLITE_BUSY_SLICE_MS
     from tests.conftest import make_settings
 
     app = await build_app(make_settings(sqlite_url), clock=clock)
     async with app.engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-        assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 5000
+        busy = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+        assert busy == SQLITE_BUSY_SLICE_MS
     await app.close()
+
+
+async def test_a_writer_waits_for_another_process_lock_with_the_loop_running(sqlite_url, clock):
+    """Write transactions run on the loop's thread (`storage.db.InlineConnection`); while
+    another process holds SQLite's write lock, BEGIN IMMEDIATE is retried in short slices, so
+    the event loop keeps serving (here: a ticker) and the write goes through once it is free."""
+    import sqlite3
+    import time
+
+    from sqlalchemy import make_url
+
+    from bot.bootstrap import build_app
+    from tests.conftest import make_settings
+
+    app = await build_app(make_settings(sqlite_url), clock=clock)
+    other = sqlite3.connect(make_url(sqlite_url).database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks: list[float] = []
+
+    async def ticker():
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.01)
+
+    async def release_later():
+        await asyncio.sleep(0.5)
+        other.execute("COMMIT")
+
+    ticking = asyncio.create_task(ticker())
+    releasing = asyncio.create_task(release_later())
+    started = time.perf_counter()
+    async with app.uow() as uow:
+        await uow.kv.put("waited", {"ok": True})
+        await uow.commit()
+    waited = time.perf_counter() - started
+    ticking.cancel()
+    await releasing
+    other.close()
+    async with app.uow() as uow:
+        assert await uow.kv.get("waited") == {"ok": True}
+    await app.close()
+    assert waited >= 0.45  # it did wait for the other lock
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.15
 
 
 async def test_key_value_put_overwrites_and_a_row_read_before_is_read_again(app):
