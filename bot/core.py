@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import html
@@ -479,7 +480,12 @@ class Dispatcher:
         """Durable updates one after another in one transaction, as each would run alone; any
         handler's failure raises (rolling all of them back) for them to run alone."""
         async with self.uow_factory() as uow:
-            results = [await self._run_in(uow, msg, True, alone=False) for msg in msgs]
+            results = []
+            for msg in msgs:
+                results.append(await self._run_in(uow, msg, True, alone=False))
+                # SQLite runs on this thread: let a pre-checkout answer (read-only, its
+                # deadline is seconds) and the sends in between, not after the whole group
+                await asyncio.sleep(0)
             await uow.commit()
             return results
 
