@@ -108,12 +108,18 @@ def make_settings(url: str, **overrides) -> Settings:
     return Settings(**values)
 
 
+async def demo_app(url: str, clock):
+    """The app on the database at `url` with the demo catalog (the caller closes it)."""
+    app = await build_app(make_settings(url), clock=clock)
+    async with app.uow() as uow:
+        await seed_demo(uow)
+    return app
+
+
 @pytest.fixture
 async def app(db_url, clock):
     """The app on a fresh database with the demo catalog."""
-    app = await build_app(make_settings(db_url), clock=clock)
-    async with app.uow() as uow:
-        await seed_demo(uow)
+    app = await demo_app(db_url, clock)
     yield app
     await app.close()
 

@@ -10,9 +10,8 @@ from sqlalchemy import event
 
 from bot.bootstrap import build_app
 from bot.core import Incoming, Reply, Router, settle_reply
-from bot.demo import seed_demo
 from bot.group_commit import GroupCommit
-from tests.conftest import ADMIN_TG, make_settings
+from tests.conftest import ADMIN_TG, demo_app, make_settings
 
 
 async def test_items_submitted_together_run_as_one_group_in_order():
@@ -117,9 +116,7 @@ def _catalog(i: int, user: int) -> Incoming:
 
 @pytest.fixture
 async def sqlite_app(sqlite_url, clock):
-    app = await build_app(make_settings(sqlite_url), clock=clock)
-    async with app.uow() as uow:
-        await seed_demo(uow)
+    app = await demo_app(sqlite_url, clock)
     yield app
     await app.close()
 
