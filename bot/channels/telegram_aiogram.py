@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Iterable
 
-from aiogram import Bot, Dispatcher, Router
+from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
@@ -34,7 +34,7 @@ from aiogram.types import (
     PreCheckoutQuery,
     Update,
 )
-from aiohttp import ClientTimeout, web
+from aiohttp import ClientError, ClientTimeout, web
 
 from bot.channels.base import Channel
 from bot.channels.lazy_aiogram import keep_response_types
@@ -92,18 +92,49 @@ BACKLOG_BATCH = 100
 MAX_IN_FLIGHT = 4 * LANES
 
 
-def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
-    """Button rows as an inline keyboard."""
-    if not reply.buttons:
-        return None
-    rows = [
-        [
-            InlineKeyboardButton(text=clean_text(b.label)[:64] or "·", callback_data=b.payload)
-            for b in row
-        ]
+def keyboard_rows(reply: Reply) -> list[list[dict]]:
+    """Button rows as the Bot API's inline keyboard rows (empty without buttons)."""
+    return [
+        [{"text": clean_text(b.label)[:64] or "·", "callback_data": b.payload} for b in row]
         for row in reply.buttons
     ]
-    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
+    """Button rows as an inline keyboard."""
+    rows = keyboard_rows(reply)
+    if not rows:
+        return None
+    buttons = [[InlineKeyboardButton(**button) for button in row] for row in rows]
+    return InlineKeyboardMarkup(inline_keyboard=buttons)
+
+
+def api_result(method: str, status: int, body: bytes):
+    """The `result` of a raw Bot API answer, or the core's ChannelError kind it means."""
+    try:
+        data = json.loads(body)
+    except ValueError as error:
+        raise ChannelError(f"{method}: HTTP {status}, not JSON") from error
+    if isinstance(data, dict) and data.get("ok"):
+        return data.get("result")
+    data = data if isinstance(data, dict) else {}
+    description = f"{method}: {data.get('description', '')}"
+    retry = (data.get("parameters") or {}).get("retry_after")
+    if isinstance(retry, int | float):
+        raise RateLimited(float(retry), description)
+    errors = {401: Unauthorized, 403: Unreachable, 400: RejectedMessage}
+    raise errors.get(data.get("error_code", status), ChannelError)(f"HTTP {status} {description}")
+
+
+def message_params(chat_id: int, part: Part, rows: list[list[dict]]) -> dict:
+    """sendMessage's parameters for one text part (HTML, the keyboard on the part that has
+    it)."""
+    params: dict = {"chat_id": chat_id, "text": part.text, "parse_mode": "HTML"}
+    if rows and part.keyboard:
+        params["reply_markup"] = {"inline_keyboard": rows}
+    if part.paid:
+        params["allow_paid_broadcast"] = True
+    return params
 
 
 def bot_commands(locale: str, commands: Iterable[tuple[str, bool]]) -> list[BotCommand]:
@@ -130,8 +161,6 @@ class AiogramChannel(Channel):
             session=session,
             default=DefaultBotProperties(parse_mode="HTML"),
         )
-        self.dp = Dispatcher()
-        self.dp.include_router(self._router())
         self._polling: asyncio.Task | None = None
         self._batch: asyncio.Task | None = None
         self._stopping = asyncio.Event()
@@ -144,13 +173,6 @@ class AiogramChannel(Channel):
         #: Updates skipped because they could not be parsed, and updates whose handling raised.
         self.skipped_updates = 0
         self.failed_updates = 0
-
-    def _router(self) -> Router:
-        router = Router(name="coursebot")
-        router.message.register(self._on_message)
-        router.callback_query.register(self._on_callback)
-        router.pre_checkout_query.register(self._on_pre_checkout)
-        return router
 
     async def _on_message(self, message: Message, event_update: Update) -> None:
         if message.from_user is None or message.chat.type != "private":
@@ -212,11 +234,13 @@ class AiogramChannel(Channel):
             raise ChannelError(f"{type(error).__name__}: {error}") from error
 
     async def _send(self, chat_id: int, reply: Reply) -> None:
-        markup = keyboard(reply)
+        rows = keyboard_rows(reply)
         for part in reply_parts(reply):
-            await send_part(
-                self.bot, chat_id, part, markup if part.keyboard else None, BufferedInputFile
-            )
+            if part.kind == "message":
+                await self._call("sendMessage", message_params(chat_id, part, rows))
+                continue
+            markup = keyboard(reply) if part.keyboard else None
+            await send_part(self.bot, chat_id, part, markup, BufferedInputFile)
         if reply.invoice is not None:
             invoice = reply.invoice
             await self.bot.send_invoice(
@@ -289,7 +313,12 @@ class AiogramChannel(Channel):
         """Handle one update; a failure is logged and counted (the dispatcher already sent the
         learner its apology when a handler failed)."""
         try:
-            await self.dp.feed_update(self.bot, update)
+            if update.message is not None:
+                await self._on_message(update.message, update)
+            elif update.callback_query is not None:
+                await self._on_callback(update.callback_query, update)
+            elif update.pre_checkout_query is not None:
+                await self._on_pre_checkout(update.pre_checkout_query, update)
         except Exception:
             self.failed_updates += 1
             log.exception("update %s failed", update.update_id)
@@ -313,36 +342,28 @@ class AiogramChannel(Channel):
         await asyncio.gather(*work)
         return max(ids) + 1 if ids else None
 
-    async def _get_updates(self, offset: int | None) -> list:
-        """One raw getUpdates call (the items are parsed one by one, so one bad update cannot
-        fail the batch)."""
+    async def _call(self, method: str, params: dict, timeout: float | None = None):
+        """One Bot API call with a JSON body through the bot's HTTP session, without aiogram's
+        method and result models: for getUpdates (whose items are parsed one by one, so one
+        bad update cannot fail the batch) and text messages, the hot path, where building and
+        validating those models cost about as much as the rest of an update's handling."""
         http = await self.bot.session.create_session()
-        url = self.bot.session.api.api_url(self.bot.token, "getUpdates")
+        url = self.bot.session.api.api_url(self.bot.token, method)
+        total = ClientTimeout(total=timeout or self.bot.session.timeout)
+        try:
+            async with http.post(url, json=params, timeout=total) as resp:
+                body = await resp.read()
+                status = resp.status
+        except ClientError as error:
+            raise ChannelError(f"{method}: {type(error).__name__}: {error}") from error
+        return api_result(method, status, body)
+
+    async def _get_updates(self, offset: int | None) -> list:
+        """One raw getUpdates call."""
         params: dict = {"timeout": POLL_TIMEOUT, "allowed_updates": ALLOWED_UPDATES}
         if offset is not None:
             params["offset"] = offset
-        async with http.post(
-            url, json=params, timeout=ClientTimeout(total=POLL_TIMEOUT + 15)
-        ) as resp:
-            body = await resp.read()
-            status = resp.status
-        try:
-            data = json.loads(body)
-        except ValueError as error:
-            raise ChannelError(f"getUpdates: HTTP {status}, not JSON") from error
-        if not isinstance(data, dict) or not data.get("ok"):
-            description = data.get("description", "") if isinstance(data, dict) else ""
-            retry = (
-                (data.get("parameters") or {}).get("retry_after")
-                if isinstance(data, dict)
-                else None
-            )
-            if isinstance(retry, int | float):
-                raise RateLimited(float(retry), f"getUpdates: {description}")
-            if status == 401:
-                raise Unauthorized(f"getUpdates: {description}")
-            raise ChannelError(f"getUpdates: HTTP {status} {description}")
-        result = data.get("result")
+        result = await self._call("getUpdates", params, POLL_TIMEOUT + 15)
         return result if isinstance(result, list) else []
 
     async def _poll(self) -> None:
