@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import html
 import inspect
 import logging
@@ -386,14 +385,11 @@ class Dispatcher:
         self.deps = deps
         self.settings = deps["settings"]
         #: On SQLite (one writer at a time), durable learner updates dispatched at the same time
-        #: share a transaction, and so do the settles of their replies (`bot.group_commit`).
-        self.updates: GroupCommit | None = None
-        self.settles: GroupCommit | None = None
+        #: and the settles of replies sent at the same time share a transaction
+        #: (`bot.group_commit`).
+        self.writes: GroupCommit | None = None
         if group_commit:
-            self.updates = GroupCommit(
-                self._run_group, functools.partial(self._dispatch_alone, durable=True)
-            )
-            self.settles = GroupCommit(self._settle_group, self._settle_one)
+            self.writes = GroupCommit(self._run_group, self._run_write)
 
     def as_command(self, msg: Incoming) -> Incoming:
         """Plain text starting with a command word (`课程`, `search python`) becomes a command."""
@@ -439,11 +435,11 @@ class Dispatcher:
         replies went out, or kept in the durable update queue). The one window left is a crash
         between a send and its tick: Telegram's sendMessage is not idempotent, so that reply
         may come twice. On SQLite a durable learner update may share its transaction with
-        others dispatched at the same time (`self.updates`); it is committed all the same
+        others dispatched at the same time (`self.writes`); it is committed all the same
         before this returns.
         """
-        if durable and self.updates is not None and self._groupable(msg):
-            return await self.updates.submit(msg)
+        if durable and self.writes is not None and self._groupable(msg):
+            return await self.writes.submit(msg)
         return await self._dispatch_alone(msg, durable)
 
     def _groupable(self, msg: Incoming) -> bool:
@@ -476,18 +472,28 @@ class Dispatcher:
             await uow.commit()
             return outputs
 
-    async def _run_group(self, msgs: Sequence[Incoming]) -> list[list[Output]]:
-        """Durable updates one after another in one transaction, as each would run alone; any
-        handler's failure raises (rolling all of them back) for them to run alone."""
+    async def _run_group(self, items: Sequence[Incoming | Settlement]) -> list:
+        """Durable updates and settles one after another in one transaction, as each would run
+        alone; any handler's failure raises (rolling all of them back) for them to run alone."""
+        now = self._now()
         async with self.uow_factory() as uow:
-            results = []
-            for msg in msgs:
-                results.append(await self._run_in(uow, msg, True, alone=False))
+            results: list = []
+            for item in items:
+                if isinstance(item, Settlement):
+                    results.append(await _settle_in(uow, item, now))
+                    continue
+                results.append(await self._run_in(uow, item, True, alone=False))
                 # SQLite runs on this thread: let a pre-checkout answer (read-only, its
                 # deadline is seconds) and the sends in between, not after the whole group
                 await asyncio.sleep(0)
             await uow.commit()
             return results
+
+    async def _run_write(self, item: Incoming | Settlement):
+        """One item of a failed group, alone."""
+        if isinstance(item, Settlement):
+            return await self._settle_one(item)
+        return await self._dispatch_alone(item, durable=True)
 
     async def _run_in(self, uow, msg: Incoming, durable: bool, alone: bool = True):
         """One update inside `uow`: recorded in the inbox (a redelivery answers from it), then
@@ -592,21 +598,14 @@ class Dispatcher:
         return outputs
 
     async def aclose(self) -> None:
-        """Let the groups at hand commit (before the engine is closed)."""
-        for group in (self.updates, self.settles):
-            if group is not None:
-                await group.aclose()
-
-    async def _settle_group(self, settlements: Sequence[Settlement]) -> list[None]:
-        now = self._now()
-        async with self.uow_factory() as uow:
-            for settlement in settlements:
-                await _settle_in(uow, settlement, now)
-            await uow.commit()
-        return [None] * len(settlements)
+        """Let the group at hand commit (before the engine is closed)."""
+        if self.writes is not None:
+            await self.writes.aclose()
 
     async def _settle_one(self, settlement: Settlement) -> None:
-        await self._settle_group([settlement])
+        async with self.uow_factory() as uow:
+            await _settle_in(uow, settlement, self._now())
+            await uow.commit()
 
     @staticmethod
     def _failure(msg: Incoming, t: Callable[..., str]) -> list[Output]:
@@ -636,11 +635,12 @@ async def settle_reply(
     """After a send of a durable reply: tick it off (status 'sent', 'failed', 'unreachable'),
     or with 'pending' hand it to the outbox sender (due after `retry_after`), in one
     transaction, so it is neither lost nor sent twice. On SQLite the settles of replies sent
-    at the same time share one transaction (`Dispatcher.settles`)."""
+    at the same time share one transaction, with the updates dispatched then
+    (`Dispatcher.writes`)."""
     if reply.outbox_key is None:
         return
     settlement = Settlement(reply, status, retry_after, recipient)
-    group = app.dispatcher.settles
+    group = app.dispatcher.writes
     if group is not None:
         await group.submit(settlement)
     else:

@@ -74,6 +74,10 @@ class InlineConnection(aiosqlite.Connection):
     #: Run the statements of the transaction at hand on the worker thread.
     offload = False
 
+    def inline_sqlite(self) -> sqlite3.Connection | None:
+        """The sqlite3 connection, when the transaction at hand runs on the loop's thread."""
+        return None if self.offload else self._conn
+
     async def _execute(self, fn, *args, **kwargs):
         if self.offload:
             return await super()._execute(fn, *args, **kwargs)

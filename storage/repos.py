@@ -7,11 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, bindparam, cast, delete, func, or_, select, union_all, update
+from sqlalchemy import inspect as inspect_mapper
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload, make_transient_to_detached, selectinload
 from sqlalchemy.orm.util import identity_key
 
+from storage.inline import Statement, connection_of
 from storage.models import (
     Category,
     Course,
@@ -136,6 +138,29 @@ _IDENTITY_KEYED = _IDENTITY.add_columns(
 )
 
 
+_LEARNER_COLUMNS = [(attr.key, attr.columns[0]) for attr in inspect_mapper(Learner).column_attrs]
+_IDENTITIES, _KV = Identity.__table__, KeyValue.__table__
+#: `_IDENTITY_KEYED` on SQLite's own connection: the learner's columns, the identity's last
+#: sighting, whether `<prefix><learner id>` is a key-value key (`storage.inline`).
+_IDENTITY_INLINE = Statement(
+    f"""SELECT {", ".join(f"l.{column.name}" for _, column in _LEARNER_COLUMNS)},
+    i.last_seen_at, EXISTS (SELECT 1 FROM kv WHERE kv."key" = ? || l.id)
+    FROM identities AS i JOIN learners AS l ON l.id = i.learner_id
+    WHERE i.channel = ? AND i.user_ref = ?""",
+    (_KV.c.key, _IDENTITIES.c.channel, _IDENTITIES.c.user_ref),
+    # the EXISTS column comes back as a Boolean column's value does
+    (
+        *(column for _, column in _LEARNER_COLUMNS),
+        _IDENTITIES.c.last_seen_at,
+        Learner.__table__.c.announcements_opt_out,
+    ),
+)
+_SEEN_INLINE = Statement(
+    "UPDATE identities SET last_seen_at = ? WHERE channel = ? AND user_ref = ?",
+    (_IDENTITIES.c.last_seen_at, _IDENTITIES.c.channel, _IDENTITIES.c.user_ref),
+)
+
+
 class LearnerRepo(Repo):
     """Learners and their per-channel identities."""
 
@@ -163,6 +188,13 @@ class LearnerRepo(Repo):
         `touch=False` only reads: nothing is updated, and an unknown user gets a learner that
         is not stored."""
         keyed = key_prefix is not None
+        connection = await connection_of(self.session) if keyed else None
+        if connection is not None:
+            found = self._resolve_inline(
+                connection, channel, user_ref, display_name, key_prefix, touch
+            )
+            if found is not None:
+                return found
         if keyed:
             params = {"channel": channel, "user_ref": user_ref, "prefix": key_prefix}
             row = (await self.session.execute(_IDENTITY_KEYED, params)).first()
@@ -178,6 +210,30 @@ class LearnerRepo(Repo):
         learner = await self._refreshed(
             identity, channel, user_ref, display_name, locale_hint, settings
         )
+        return learner, bool(has_key)
+
+    def _resolve_inline(
+        self, connection, channel, user_ref, display_name, key_prefix, touch
+    ) -> tuple[Learner, bool] | None:
+        """`resolve_keyed` of a known identity on SQLite's own connection (None: a first
+        contact, left to the ORM path). The learner is attached to the session as if loaded,
+        so a handler's changes to it are flushed as usual."""
+        row = _IDENTITY_INLINE.first(connection, key_prefix, channel, user_ref)
+        if row is None:
+            return None
+        *fields, last_seen, has_key = row
+        learner = self.session.identity_map.get(identity_key(Learner, fields[0]))
+        if learner is None:
+            names = (key for key, _ in _LEARNER_COLUMNS)
+            learner = Learner(**dict(zip(names, fields, strict=True)))
+            make_transient_to_detached(learner)
+            self.session.add(learner)
+        if touch:
+            if display_name and learner.display_name != display_name[:128]:
+                learner.display_name = display_name[:128]
+            now = utcnow()
+            if last_seen is None or now - last_seen > SEEN_GRANULARITY:
+                _SEEN_INLINE.run(connection, now, channel, user_ref)
         return learner, bool(has_key)
 
     async def _refreshed(
@@ -253,6 +309,13 @@ _CATALOG_VERSION = select(
     select(func.count()).select_from(Category).scalar_subquery(),
 )
 
+_CATALOG_VERSION_INLINE = Statement(
+    """SELECT (SELECT max(updated_at) FROM courses), (SELECT max(id) FROM courses),
+    (SELECT count(*) FROM categories)""",
+    (),
+    (Course.__table__.c.updated_at, Course.__table__.c.id, Category.__table__.c.id),
+)
+
 
 class CourseRepo(Repo):
     """The catalog."""
@@ -280,6 +343,9 @@ class CourseRepo(Repo):
     async def catalog_version(self) -> tuple:
         """A cheap fingerprint of what the category list shows (index reads only): the newest
         course change, the newest course id, the number of categories."""
+        connection = await connection_of(self.session)
+        if connection is not None:
+            return _CATALOG_VERSION_INLINE.first(connection)
         return tuple((await self.session.execute(_CATALOG_VERSION)).one())
 
     async def category(self, category_id: int) -> Category | None:
@@ -334,9 +400,16 @@ class CourseRepo(Repo):
         course after `after_id`, or the courses `ids`."""
         stmt = (
             select(
-                Course.id, Course.active, Course.updated_at, Course.title_zh, Course.title_en,
-                Course.description_zh, Course.description_en, Course.instructor_name,
-                Category.name_zh.label("category_zh"), Category.name_en.label("category_en"),
+                Course.id,
+                Course.active,
+                Course.updated_at,
+                Course.title_zh,
+                Course.title_en,
+                Course.description_zh,
+                Course.description_en,
+                Course.instructor_name,
+                Category.name_zh.label("category_zh"),
+                Category.name_en.label("category_en"),
             )
             .join(Category, Category.id == Course.category_id)
             .where(Course.id > after_id)
@@ -407,9 +480,16 @@ class CourseRepo(Repo):
 def _info_columns():
     """The columns the recommender reads of a course (`services.recommendations.course_info`)."""
     return select(
-        Course.id, Course.active, Course.created_at, Course.title_zh, Course.title_en,
-        Course.description_zh, Course.description_en, Category.slug.label("category"),
-        Category.name_zh.label("category_name_zh"), Category.name_en.label("category_name_en"),
+        Course.id,
+        Course.active,
+        Course.created_at,
+        Course.title_zh,
+        Course.title_en,
+        Course.description_zh,
+        Course.description_en,
+        Category.slug.label("category"),
+        Category.name_zh.label("category_name_zh"),
+        Category.name_en.label("category_name_en"),
     ).join(Category, Category.id == Course.category_id)
 
 
@@ -524,6 +604,16 @@ class EnrolmentRepo(Repo):
 
 #: A plain Core insert of one key-value row (the replies of an update: a new key).
 _KV_INSERT = KeyValue.__table__.insert()
+_INBOX = InboxEntry.__table__
+_RECORD_INLINE = Statement(
+    "INSERT INTO inbox (update_key, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    (_INBOX.c.update_key, _INBOX.c.received_at),
+)
+_KV_INSERT_INLINE = Statement(
+    'INSERT INTO kv ("key", value, updated_at) VALUES (?, ?, ?)',
+    (_KV.c.key, _KV.c.value, _KV.c.updated_at),
+)
+_KV_DELETE_INLINE = Statement('DELETE FROM kv WHERE "key" = ?', (_KV.c.key,))
 
 
 class InboxRepo(Repo):
@@ -546,6 +636,9 @@ class InboxRepo(Repo):
 
     async def record(self, update_key: str) -> bool:
         """Remember an update; False when it was seen before (a redelivery)."""
+        connection = await connection_of(self.session)
+        if connection is not None:
+            return _RECORD_INLINE.run(connection, update_key, utcnow()) == 1
         stmt = _ignoring_insert(self.session, InboxEntry.__table__)
         result = await self.session.execute(
             stmt, {"update_key": update_key, "received_at": utcnow()}
@@ -584,15 +677,17 @@ class InboxRepo(Repo):
 
     async def keep_replies(self, update_key: str, replies: list[dict]) -> None:
         """Store the replies (`{"channel", "user_ref", "body"}`) of an update until sent."""
-        if replies:
-            now = utcnow()
-            await self.session.execute(
-                _KV_INSERT,
-                [
-                    {"key": self._reply_key(update_key, n), "value": reply, "updated_at": now}
-                    for n, reply in enumerate(replies)
-                ],
-            )
+        if not replies:
+            return
+        now = utcnow()
+        rows = [(self._reply_key(update_key, n), reply, now) for n, reply in enumerate(replies)]
+        connection = await connection_of(self.session)
+        if connection is not None:
+            _KV_INSERT_INLINE.run_many(connection, rows)
+        else:
+            keys = ("key", "value", "updated_at")
+            params = [dict(zip(keys, row, strict=True)) for row in rows]
+            await self.session.execute(_KV_INSERT, params)
 
     async def unsent_replies(self, update_key: str) -> list[tuple[int, dict]]:
         """(position, reply) of the replies of an update not yet sent, in order."""
@@ -611,11 +706,13 @@ class InboxRepo(Repo):
 
     async def reply_done(self, update_key: str, position: int) -> None:
         """Tick off one reply (sent, refused for good, or handed to the outbox)."""
-        table = KeyValue.__table__
-        result = await self.session.execute(
-            table.delete().where(table.c.key == self._reply_key(update_key, position))
-        )
-        if result.rowcount == 0:
+        key = self._reply_key(update_key, position)
+        connection = await connection_of(self.session)
+        if connection is not None:
+            deleted = _KV_DELETE_INLINE.run(connection, key)
+        else:
+            deleted = (await self.session.execute(_KV.delete().where(_KV.c.key == key))).rowcount
+        if deleted == 0:
             await self._legacy_reply_done(update_key, position)
 
     async def _legacy_reply_done(self, update_key: str, position: int) -> None:

@@ -146,6 +146,23 @@ async def test_concurrent_learner_updates_share_one_transaction_and_each_is_answ
     assert again == [[]] * 8
 
 
+async def test_settles_and_updates_in_flight_together_share_one_transaction(sqlite_app):
+    dispatcher = sqlite_app.dispatcher
+    first = await asyncio.gather(
+        *(dispatcher.dispatch(_catalog(i, 700 + i), durable=True) for i in range(4))
+    )
+    begins = _count_begins(sqlite_app)
+    settles = [settle_reply(sqlite_app, r[0], "sent") for r in first]
+    updates = [dispatcher.dispatch(_catalog(10 + i, 700 + i), durable=True) for i in range(4)]
+    second = await asyncio.gather(*settles, *updates)
+    assert begins.count("BEGIN IMMEDIATE") == 1
+    assert all(len(r) == 1 and "课程分类" in r[0].text for r in second[4:])
+    async with sqlite_app.uow() as uow:
+        for i in range(4):
+            assert await uow.inbox.unsent_replies(f"tg:{i}") == []  # settled
+            assert len(await uow.inbox.unsent_replies(f"tg:{10 + i}")) == 1  # kept
+
+
 async def test_a_failing_handler_in_a_group_costs_only_its_own_update(sqlite_app, caplog):
     router = Router()
 
@@ -165,7 +182,7 @@ async def test_a_failing_handler_in_a_group_costs_only_its_own_update(sqlite_app
     assert (
         sum("handler bug" in r.getMessage() or r.exc_info is not None for r in caplog.records) == 1
     )
-    assert dispatcher.updates.groups == 0  # the group was rolled back and ran one by one
+    assert dispatcher.writes.groups == 0  # the group was rolled back and ran one by one
     async with sqlite_app.uow() as uow:
         for m in msgs:
             assert not await uow.inbox.record(m.update_key)  # each recorded exactly once
@@ -184,6 +201,6 @@ async def test_payments_and_admin_updates_are_never_grouped(sqlite_app):
 async def test_postgres_runs_updates_alone(db_url, clock):
     app = await build_app(make_settings(db_url), clock=clock)
     try:
-        assert (app.dispatcher.updates is None) == db_url.startswith("postgresql")
+        assert (app.dispatcher.writes is None) == db_url.startswith("postgresql")
     finally:
         await app.close()

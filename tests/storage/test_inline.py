@@ -1,0 +1,121 @@
+"""The statements every update runs go straight to SQLite's connection (`storage.inline`):
+they write and read what the ORM path writes and reads, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import event, select
+
+from bot.core import Incoming
+from storage.models import Identity, InboxEntry, KeyValue, Learner
+
+
+def _statements(app) -> list[str]:
+    seen: list[str] = []
+    event.listen(
+        app.engine.sync_engine, "before_cursor_execute", lambda c, cur, s, *a: seen.append(s)
+    )
+    return seen
+
+
+async def test_inbox_rows_and_kept_replies_read_back_as_the_orm_wrote_them(app, clock):
+    async with app.uow() as uow:
+        assert await uow.inbox.record("tg:1")
+        assert not await uow.inbox.record("tg:1")  # a redelivery, in the same transaction
+        await uow.inbox.keep_replies("tg:1", [{"channel": "telegram", "body": {"text": "你好"}}])
+        await uow.commit()
+    async with app.uow() as uow:
+        entry = await uow.session.get(InboxEntry, "tg:1")
+        assert entry.received_at.utcoffset() == timedelta(0)
+        assert await uow.inbox.unsent_replies("tg:1") == [
+            (0, {"channel": "telegram", "body": {"text": "你好"}})
+        ]
+        kept = await uow.session.scalar(select(KeyValue).where(KeyValue.key.startswith("replies")))
+        assert kept.updated_at.utcoffset() == timedelta(0)
+        await uow.inbox.reply_done("tg:1", 0)
+        await uow.commit()
+    async with app.uow() as uow:
+        assert await uow.inbox.unsent_replies("tg:1") == []
+        assert not await uow.inbox.record("tg:1")
+
+
+async def test_a_known_learner_is_read_in_one_statement_and_its_changes_are_flushed(
+    app, db_url, clock
+):
+    settings = app.settings
+    async with app.uow() as uow:
+        first, _ = await uow.learners.resolve_keyed("telegram", "42", "Ann", "en", settings, "s:")
+        await uow.commit()
+    seen = _statements(app)
+    async with app.uow() as uow:
+        learner, pending = await uow.learners.resolve_keyed(
+            "telegram", "42", "Ann B", "en", settings, "s:"
+        )
+        assert (learner.id, learner.locale, pending) == (first.id, "en", False)
+        assert learner.created_at.utcoffset() == timedelta(0)
+        assert learner in uow.session  # attached: what a handler changes is written
+        learner.locale = "zh"
+        await uow.commit()
+    if db_url.startswith("sqlite"):
+        reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        assert reads == []  # the read went straight to SQLite
+    async with app.uow() as uow:
+        stored = await uow.session.get(Learner, first.id)
+        assert (stored.display_name, stored.locale) == ("Ann B", "zh")
+
+
+async def test_the_last_sighting_is_moved_on_after_a_minute(app, clock):
+    settings = app.settings
+    async with app.uow() as uow:
+        await uow.learners.resolve_keyed("telegram", "43", "Bo", "en", settings, "s:")
+        await uow.session.execute(
+            Identity.__table__.update().values(last_seen_at=clock.now() - timedelta(days=1))
+        )
+        await uow.commit()
+    async with app.uow() as uow:
+        await uow.learners.resolve_keyed("telegram", "43", "Bo", "en", settings, "s:")
+        await uow.commit()
+    async with app.uow() as uow:
+        seen = await uow.session.scalar(select(Identity.last_seen_at))
+    assert seen > clock.now() - timedelta(hours=1)
+
+
+async def test_a_pending_delete_is_seen_by_the_next_read_in_the_same_transaction(app):
+    """What the ORM holds unflushed is flushed first, as its autoflush would."""
+    settings = app.settings
+    async with app.uow() as uow:
+        learner, _ = await uow.learners.resolve_keyed("telegram", "44", "Cy", "en", settings, "s:")
+        await uow.commit()
+    async with app.uow() as uow:
+        identity = await uow.session.scalar(select(Identity).where(Identity.user_ref == "44"))
+        await uow.session.delete(identity)  # as unlinking an account does
+        again, _ = await uow.learners.resolve_keyed("telegram", "44", "Cy", "en", settings, "s:")
+        assert again.id != learner.id  # a first contact again, not the unlinked learner
+        await uow.commit()
+
+
+async def test_a_catalogue_change_changes_the_fingerprint(app):
+    async with app.uow() as uow:
+        before = await uow.courses.catalog_version()
+        course = (await uow.courses.active())[0]
+        course.updated_at = before[0] + timedelta(minutes=5)
+        await uow.commit()
+    async with app.uow() as uow:
+        after = await uow.courses.catalog_version()
+    assert after[0] == before[0] + timedelta(minutes=5)
+    assert after[1:] == before[1:]
+
+
+async def test_a_handler_changing_the_learner_in_a_group_is_seen_by_the_next_update(app):
+    """Two updates of one learner in one transaction: the second sees the first's change."""
+    dispatcher = app.dispatcher
+    start = Incoming("telegram", "45", "tg:45a", "command", command="start", locale="en")
+    lang = Incoming("telegram", "45", "tg:45b", "command", command="lang", args="zh")
+    again = Incoming("telegram", "45", "tg:45c", "command", command="catalog")
+    await dispatcher.dispatch(start, durable=True)
+    async with app.uow() as uow:
+        for msg in (lang, again):
+            outputs = await dispatcher._run_in(uow, msg, True, alone=False)
+        await uow.commit()
+    assert "课程分类" in outputs[0].text  # /catalog answered in the language just chosen
