@@ -113,7 +113,7 @@ class App:
     sender_state: Any = None  # rate limiters of scheduler.sender
     web: Any = None  # bot.channels.web.WebServer when this process serves HTTP
     started: list = field(default_factory=list)  # channels started by bot.runner
-    tasks: list = field(default_factory=list)  # background start-up work (popularity count)
+    tasks: list = field(default_factory=list)  # background start-up: popularity, gc freeze
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once started (runner)
 
     def wake(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import html
 import inspect
 import logging
@@ -335,9 +336,15 @@ def _as_outputs(result: Any) -> list[Output]:
     return list(result)
 
 
+@functools.lru_cache(maxsize=1024)
+def parameter_names(handler: Handler) -> tuple[str, ...]:
+    """The names of a handler's parameters (read once per handler: `inspect` is slow)."""
+    return tuple(inspect.signature(handler).parameters)
+
+
 async def call_with_deps(handler: Handler, deps: dict[str, Any]) -> Any:
     """Call `handler`, passing each dependency it names as a parameter (hooks too)."""
-    params = inspect.signature(handler).parameters
+    params = parameter_names(handler)
     missing = [name for name in params if name not in deps]
     if missing:
         raise TypeError(f"{handler.__qualname__} asks for unknown dependencies {missing}")
@@ -358,7 +365,7 @@ def check_dependencies(router: Router, available: Iterable[str]) -> None:
     problems = []
     for table in ("commands", "buttons", "kinds", "steps"):
         for key, route in getattr(router, table).items():
-            unknown = sorted(set(inspect.signature(route.handler).parameters) - known)
+            unknown = sorted(set(parameter_names(route.handler)) - known)
             if unknown:
                 problems.append(f"{route.handler.__qualname__} ({table[:-1]} {key!r}): {unknown}")
     if problems:

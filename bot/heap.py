@@ -41,9 +41,9 @@ def freeze_start_up() -> bool:
     return True
 
 
-def freeze_after(warm_up: Awaitable) -> None:
+def freeze_after(warm_up: Awaitable) -> asyncio.Task:
     """`freeze_start_up` once `warm_up` (the background start-up work) is done, whatever its
-    outcome; nothing when it is cancelled (the app stopped first)."""
+    outcome; nothing when it is cancelled (the app stopped first). The task that does it."""
 
     async def wait_then_freeze() -> None:
         with contextlib.suppress(Exception):
@@ -53,3 +53,4 @@ def freeze_after(warm_up: Awaitable) -> None:
     task = asyncio.get_running_loop().create_task(wait_then_freeze(), name="freeze-heap")
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+    return task

@@ -51,7 +51,7 @@ async def start_channels(app, channels, stop: asyncio.Event | None = None) -> No
     # start-up never waits for them, and no learner's message builds the index. Once built,
     # what start-up made is frozen out of the garbage collector's full collections.
     warm_up_in_background()
-    heap.freeze_after(catalog_index.start(app.uow).wait())
+    app.tasks.append(heap.freeze_after(catalog_index.start(app.uow).wait()))
 
 
 async def start_with_retry(channel, stop: asyncio.Event | None = None) -> bool:

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.db import InlineConnection
 
 _DIALECT = aiosqlite_dialect()
+#: `session.info` key: (the transaction, its sqlite3 connection or None).
+_KNOWN = "storage.inline"
 
 
 async def connection_of(session: AsyncSession) -> sqlite3.Connection | None:
@@ -33,9 +35,16 @@ async def connection_of(session: AsyncSession) -> sqlite3.Connection | None:
         return None
     if session.new or session.dirty or session.deleted:
         await session.flush()
+    # an update asks four or five times in one transaction: SQLAlchemy's answer once
+    transaction = session.sync_session.get_transaction()
+    known = session.info.get(_KNOWN)
+    if transaction is not None and known is not None and known[0] is transaction:
+        return known[1]
     connection = await session.connection()
     driver = connection.sync_connection.connection.driver_connection
-    return driver.inline_sqlite() if isinstance(driver, InlineConnection) else None
+    inline = driver.inline_sqlite() if isinstance(driver, InlineConnection) else None
+    session.info[_KNOWN] = (session.sync_session.get_transaction(), inline)
+    return inline
 
 
 def _converters(columns: Iterable[Column], kind: str) -> list:

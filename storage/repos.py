@@ -155,6 +155,16 @@ _IDENTITY_INLINE = Statement(
         Learner.__table__.c.announcements_opt_out,
     ),
 )
+_IDENTITY_INSERT_INLINE = Statement(
+    """INSERT INTO identities (learner_id, channel, user_ref, last_seen_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT DO NOTHING""",
+    (
+        _IDENTITIES.c.learner_id,
+        _IDENTITIES.c.channel,
+        _IDENTITIES.c.user_ref,
+        _IDENTITIES.c.last_seen_at,
+    ),
+)
 _SEEN_INLINE = Statement(
     "UPDATE identities SET last_seen_at = ? WHERE channel = ? AND user_ref = ?",
     (_IDENTITIES.c.last_seen_at, _IDENTITIES.c.channel, _IDENTITIES.c.user_ref),
@@ -193,6 +203,10 @@ class LearnerRepo(Repo):
             found = self._resolve_inline(
                 connection, channel, user_ref, display_name, key_prefix, touch
             )
+            if found is None and touch:
+                found = await self._first_contact_inline(
+                    connection, channel, user_ref, display_name, locale_hint, settings
+                )
             if found is not None:
                 return found
         if keyed:
@@ -235,6 +249,21 @@ class LearnerRepo(Repo):
             if last_seen is None or now - last_seen > SEEN_GRANULARITY:
                 _SEEN_INLINE.run(connection, now, channel, user_ref)
         return learner, bool(has_key)
+
+    async def _first_contact_inline(
+        self, connection, channel, user_ref, display_name, locale_hint, settings
+    ) -> tuple[Learner, bool] | None:
+        """A first contact on SQLite's own connection: the learner flushed by the ORM, its
+        identity inserted here (None when a concurrent first contact inserted it first: the
+        ORM path sorts that out)."""
+        learner = Learner(display_name=display_name[:128], locale=None)
+        learner.locale = _locale_from_hint(locale_hint, settings.default_locale)
+        self.session.add(learner)
+        await self.session.flush()
+        if _IDENTITY_INSERT_INLINE.run(connection, learner.id, channel, user_ref, utcnow()):
+            return learner, True
+        await self.session.delete(learner)
+        return None
 
     async def _refreshed(
         self, identity, channel, user_ref, display_name, locale_hint, settings

@@ -47,8 +47,9 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 #: Chats handled at the same time (updates of one chat always one after another). SQLite writers
 #: take turns (`storage.db.WriteTurns`), so lanes overlap one update's sends and reads with
-#: another's transaction rather than fight over the write lock.
-LANES = 4
+#: another's transaction rather than fight over the write lock. Sixteen rather than four: the
+#: updates waiting for one turn share its group commit (about 5-6 per commit against 2-3).
+LANES = 16
 
 
 def lane_of(update: Any) -> str:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import event, select
 
 from bot.core import Incoming
+from storage.inline import connection_of
 from storage.models import Identity, InboxEntry, KeyValue, Learner
 
 
@@ -65,6 +66,43 @@ async def test_a_known_learner_is_read_in_one_statement_and_its_changes_are_flus
         assert (stored.display_name, stored.locale) == ("Ann B", "zh")
 
 
+async def test_a_first_contact_stores_learner_and_identity_with_one_orm_insert(app, db_url):
+    settings = app.settings
+    seen = _statements(app)
+    async with app.uow() as uow:
+        learner, pending = await uow.learners.resolve_keyed(
+            "telegram", "45", "Di", "zh-hans", settings, "s:"
+        )
+        assert pending  # a first contact may have a step to resume
+        await uow.commit()
+    if db_url.startswith("sqlite"):
+        assert [s.split()[0] for s in seen] == ["BEGIN", "INSERT"]  # the learner; the rest inline
+    async with app.uow() as uow:
+        identity = await uow.learners.identity("telegram", "45")
+        assert (identity.learner_id, identity.learner.locale) == (learner.id, "zh")
+        assert identity.last_seen_at.utcoffset() == timedelta(0)
+        assert await uow.learners.count() == 1
+
+
+async def test_a_first_contact_that_lost_the_race_leaves_no_learner_behind(app, db_url):
+    if not db_url.startswith("sqlite"):
+        return
+    settings = app.settings
+    async with app.uow() as uow:
+        winner, _ = await uow.learners.resolve_keyed("telegram", "46", "Ed", "en", settings, "s:")
+        await uow.commit()
+    async with app.uow() as uow:
+        connection = await connection_of(uow.session)
+        lost = await uow.learners._first_contact_inline(
+            connection, "telegram", "46", "Ed", "en", settings
+        )
+        assert lost is None
+        await uow.commit()
+    async with app.uow() as uow:
+        assert await uow.learners.count() == 1
+        assert (await uow.learners.identity("telegram", "46")).learner_id == winner.id
+
+
 async def test_the_last_sighting_is_moved_on_after_a_minute(app, clock):
     settings = app.settings
     async with app.uow() as uow:
@@ -119,3 +157,23 @@ async def test_a_handler_changing_the_learner_in_a_group_is_seen_by_the_next_upd
             outputs = await dispatcher._run_in(uow, msg, True, alone=False)
         await uow.commit()
     assert "课程分类" in outputs[0].text  # /catalog answered in the language just chosen
+
+
+async def test_the_connection_is_asked_once_per_transaction_and_anew_after_a_commit(app, db_url):
+    """One session, two transactions: the second does not reuse the first's connection."""
+    async with app.uow() as uow:
+        first = await connection_of(uow.session)
+        assert await connection_of(uow.session) is first
+        assert await uow.inbox.record("tg:c1")
+        await uow.commit()
+        assert await uow.inbox.record("tg:c2")  # a new transaction, begun on demand
+        await uow.commit()
+    if db_url.startswith("sqlite"):
+        assert first is not None
+    else:
+        assert first is None  # PostgreSQL takes the ORM path
+    async with app.uow() as uow:
+        kept = await uow.session.scalars(
+            select(InboxEntry.update_key).where(InboxEntry.update_key.startswith("tg:c"))
+        )
+        assert sorted(kept) == ["tg:c1", "tg:c2"]
