@@ -139,6 +139,8 @@ _IDENTITY_KEYED = _IDENTITY.add_columns(
 
 
 _LEARNER_COLUMNS = [(attr.key, attr.columns[0]) for attr in inspect_mapper(Learner).column_attrs]
+_LEARNER_KEYS = tuple(key for key, _ in _LEARNER_COLUMNS)
+_LEARNER_CLASS = inspect_mapper(Learner).class_manager
 _IDENTITIES, _KV = Identity.__table__, KeyValue.__table__
 #: `_IDENTITY_KEYED` on SQLite's own connection: the learner's columns, the identity's last
 #: sighting, whether `<prefix><learner id>` is a key-value key (`storage.inline`).
@@ -238,8 +240,9 @@ class LearnerRepo(Repo):
         *fields, last_seen, has_key = row
         learner = self.session.identity_map.get(identity_key(Learner, fields[0]))
         if learner is None:
-            names = (key for key, _ in _LEARNER_COLUMNS)
-            learner = Learner(**dict(zip(names, fields, strict=True)))
+            # as the ORM loads a row: the values set without attribute events (no history)
+            learner = _LEARNER_CLASS.new_instance()
+            learner.__dict__.update(zip(_LEARNER_KEYS, fields, strict=True))
             make_transient_to_detached(learner)
             self.session.add(learner)
         if touch:
@@ -643,6 +646,10 @@ _KV_INSERT_INLINE = Statement(
     (_KV.c.key, _KV.c.value, _KV.c.updated_at),
 )
 _KV_DELETE_INLINE = Statement('DELETE FROM kv WHERE "key" = ?', (_KV.c.key,))
+_KV_INSERT_IGNORE_INLINE = Statement(
+    'INSERT INTO kv ("key", value, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+    (_KV.c.key, _KV.c.value, _KV.c.updated_at),
+)
 
 
 class InboxRepo(Repo):
@@ -677,16 +684,17 @@ class InboxRepo(Repo):
     async def queue_updates(self, prefix: str, updates: list[tuple[int, dict]]) -> None:
         """Keep raw updates fetched ahead of handling (`prefix` names the channel), so they can
         be confirmed to the platform at once and handled in order, after a crash too."""
-        if updates:
-            now = utcnow()
-            await insert_ignore_many(
-                self.session,
-                KeyValue,
-                [
-                    {"key": f"{prefix}{n:015d}", "value": raw, "updated_at": now}
-                    for n, raw in updates
-                ],
-            )
+        if not updates:
+            return
+        now = utcnow()
+        rows = [(f"{prefix}{n:015d}", raw, now) for n, raw in updates]
+        connection = await connection_of(self.session)
+        if connection is not None:
+            _KV_INSERT_IGNORE_INLINE.run_many(connection, rows)
+            return
+        keys = ("key", "value", "updated_at")
+        params = [dict(zip(keys, row, strict=True)) for row in rows]
+        await insert_ignore_many(self.session, KeyValue, params)
 
     async def queued_updates(self, prefix: str) -> list[tuple[int, dict]]:
         """The raw updates kept by `queue_updates` and not yet handled, in order."""
@@ -699,6 +707,10 @@ class InboxRepo(Repo):
 
     async def unqueue_updates(self, prefix: str, numbers: list[int]) -> None:
         """Forget handled queued updates."""
+        connection = await connection_of(self.session)
+        if connection is not None:
+            _KV_DELETE_INLINE.run_many(connection, [(f"{prefix}{n:015d}",) for n in numbers])
+            return
         for chunk in chunks(numbers):
             await self.session.execute(
                 delete(KeyValue).where(KeyValue.key.in_([f"{prefix}{n:015d}" for n in chunk]))

@@ -47,6 +47,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     WEBHOOK_PATH,
     ChatLanes,
     Part,
+    PlainObject,
     answer_pre_checkout,
     callback_to_incoming,
     clean_text,
@@ -57,6 +58,7 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     message_to_incoming,
     parse_update,
     picture_to_fetch,
+    plain_update,
     pre_checkout_to_incoming,
     read_webhook,
     reply_parts,
@@ -174,7 +176,7 @@ class AiogramChannel(Channel):
         self.skipped_updates = 0
         self.failed_updates = 0
 
-    async def _on_message(self, message: Message, event_update: Update) -> None:
+    async def _on_message(self, message: Message | PlainObject, event_update) -> None:
         if message.from_user is None or message.chat.type != "private":
             return
         msg = message_to_incoming(event_update, message)
@@ -190,9 +192,9 @@ class AiogramChannel(Channel):
             log.warning("could not download a picture: %s", error)
             return None
 
-    async def _on_callback(self, query: CallbackQuery, event_update: Update) -> None:
+    async def _on_callback(self, query: CallbackQuery | PlainObject, event_update) -> None:
         # Answer first so the button stops spinning even if handling takes a while.
-        await self._safely(query.answer())
+        await self._safely(self.bot.answer_callback_query(query.id))
         msg = callback_to_incoming(event_update, query)
         await self._deliver(msg, await self.app.dispatcher.dispatch(msg, durable=True))
 
@@ -300,16 +302,21 @@ class AiogramChannel(Channel):
             await self._feed(update)
         return web.json_response({})
 
-    def parse_update(self, raw: object) -> Update | None:
-        """A raw update as aiogram's Update (strings cleaned), or None when it cannot be
-        parsed: logged once, counted in `skipped_updates`."""
+    def parse_update(self, raw: object, cleaned: bool = False) -> Update | PlainObject | None:
+        """A raw update (strings cleaned unless `cleaned`) as a PlainObject when it is plain,
+        else as aiogram's Update, or None when it cannot be parsed: logged once, counted in
+        `skipped_updates`."""
         context = {"bot": self.bot}
-        update = parse_update(raw, lambda data: Update.model_validate(data, context=context))
+
+        def parse(data):
+            return plain_update(data) or Update.model_validate(data, context=context)
+
+        update = parse_update(raw, parse, cleaned)
         if update is None:
             self.skipped_updates += 1
         return update
 
-    async def _feed(self, update: Update) -> None:
+    async def _feed(self, update: Update | PlainObject) -> None:
         """Handle one update; a failure is logged and counted (the dispatcher already sent the
         learner its apology when a handler failed)."""
         try:
@@ -457,13 +464,13 @@ class AiogramChannel(Channel):
                 number, raw = await asyncio.wait_for(self._queue.get(), 0.2)
             except TimeoutError:
                 continue
-            update = self.parse_update(raw)
+            update = self.parse_update(raw, cleaned=True)  # by `_enqueue`
             if update is None:
                 self._queued_done(number)
                 continue
             self._lanes.run(lane_of(update), functools.partial(self._feed_queued, number, update))
 
-    async def _feed_queued(self, number: int, update: Update) -> None:
+    async def _feed_queued(self, number: int, update: Update | PlainObject) -> None:
         try:
             await self._feed(update)
         finally:

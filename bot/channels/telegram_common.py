@@ -341,12 +341,92 @@ def check_update_shape(raw: Any) -> None:
                 raise ValueError(f"{kind}.{name}.id is missing or not an integer")
 
 
-def parse_update(raw: Any, parse: Callable[[Any], T]) -> T | None:
-    """A raw update, its strings cleaned (`clean_update`), as the runtime's Update (`parse`),
-    or None when the runtime cannot parse it (no chat, no date, a string date, …): logged
-    once here; the caller counts it, confirms its offset and goes on."""
+class PlainObject:
+    """A Bot API object of a plain update (`plain_update`) read by attribute, as the runtimes'
+    models are read: `from` is `from_user`, a field it lacks is None, inner objects are
+    PlainObjects too."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._data.get("from" if name == "from_user" else name)
+        return PlainObject(value) if isinstance(value, dict) else value
+
+
+#: The fields of a plain update (a text message or a button press) and their JSON types:
+#: those the handlers read, type-checked, and the others that may come with them.
+_PLAIN_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "message": {
+        "message_id": int,
+        "date": int,
+        "chat": dict,
+        "from": dict,
+        "text": str,
+        "entities": list,
+        "link_preview_options": dict,
+    },
+    "callback_query": {
+        "id": str,
+        "from": dict,
+        "chat_instance": str,
+        "data": str,
+        "message": dict,
+    },
+}
+_PLAIN_PARTIES: dict[str, type | tuple[type, ...]] = {
+    "id": int,
+    "type": str,
+    "first_name": str,
+    "last_name": str,
+    "language_code": str,
+}
+
+
+def _typed(body: dict, fields: dict[str, type | tuple[type, ...]], exhaustive: bool) -> bool:
+    for name, value in body.items():
+        types = fields.get(name)
+        if types is None:
+            if exhaustive:
+                return False
+        elif not isinstance(value, types) or isinstance(value, bool):
+            return False
+    return True
+
+
+def plain_update(raw: Any) -> PlainObject | None:
+    """A text message or a button press in a private chat, read as it is (a PlainObject):
+    building the runtime's models of those costs more than the rest of their handling but
+    for the database. None for any other update, which the runtime's models read (replies,
+    pictures, payments, pre-checkout queries, groups, fields we do not know)."""
+    if not isinstance(raw, dict) or update_id_of(raw) is None or len(raw) != 2:
+        return None
+    kind = "message" if "message" in raw else "callback_query"
+    body = raw.get(kind)
+    if not isinstance(body, dict) or not _typed(body, _PLAIN_FIELDS[kind], exhaustive=True):
+        return None
+    for name in ("from", "chat"):
+        party = body.get(name)
+        if party is not None and not _typed(party, _PLAIN_PARTIES, exhaustive=False):
+            return None
     try:
-        return parse(clean_update(raw))
+        check_update_shape(raw)
+    except ValueError:
+        return None  # the runtime's parser says what is wrong
+    if kind == "message" and (body.get("chat") or {}).get("type") != "private":
+        return None
+    return PlainObject(raw)
+
+
+def parse_update(raw: Any, parse: Callable[[Any], T], cleaned: bool = False) -> T | None:
+    """A raw update, its strings cleaned (`clean_update`, unless `cleaned` says they were), as
+    the runtime's Update (`parse`), or None when the runtime cannot parse it (no chat, no
+    date, a string date, …): logged once here; the caller counts it, confirms its offset and
+    goes on."""
+    try:
+        return parse(raw if cleaned else clean_update(raw))
     except Exception as error:  # pydantic's ValidationError, PTB's KeyError/TypeError, …
         first = (str(error).splitlines() or [type(error).__name__])[0][:200]
         log.warning("skipped unparsable update %s: %s", update_id_of(raw), first)

@@ -177,3 +177,18 @@ async def test_the_connection_is_asked_once_per_transaction_and_anew_after_a_com
             select(InboxEntry.update_key).where(InboxEntry.update_key.startswith("tg:c"))
         )
         assert sorted(kept) == ["tg:c1", "tg:c2"]
+
+
+async def test_queued_updates_are_kept_once_in_order_and_forgotten(app):
+    """The durable queue of fetched updates: a batch fetched twice is kept once."""
+    batch = [(7, {"update_id": 7, "text": "b"}), (3, {"update_id": 3, "text": "a"})]
+    for _ in range(2):
+        async with app.uow() as uow:
+            await uow.inbox.queue_updates("tq:", batch)
+            await uow.commit()
+    async with app.uow() as uow:
+        assert await uow.inbox.queued_updates("tq:") == sorted(batch)
+        await uow.inbox.unqueue_updates("tq:", [3, 99])
+        await uow.commit()
+    async with app.uow() as uow:
+        assert await uow.inbox.queued_updates("tq:") == [batch[0]]
