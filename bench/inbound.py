@@ -1,11 +1,12 @@
 """Inbound throughput: coursebot on aiogram and on PTB vs a bare aiogram echo bot and a typical
 aiogram + SQLAlchemy shop handler (one ORM read per update), all against one fake server.
 
-Usage: python bench/inbound.py [N] [ROUNDS]   (default N=1000 updates, 3 start-up rounds)
-Prints updates/s for each bot and the ratios, the same with 50 ms of network latency on every
-Bot API call (coursebot's chat lanes vs one update at a time), the p50/p99 pre-checkout answer
-latency of each runtime under a /catalog load, and spawn → first getUpdates of `coursebot run`
-on each runtime and of the bare echo bot (medians).
+Usage: python bench/inbound.py [N] [ROUNDS]   (default N=1000 updates, 3 rounds)
+Prints updates/s for each bot (median of ROUNDS interleaved rounds) and the ratios, the same
+with 50 ms of network latency on every Bot API call (coursebot's chat lanes vs one update at a
+time), the p50/p99 pre-checkout answer latency of each runtime under a /catalog load, and
+spawn → first getUpdates of `coursebot run` on each runtime and of the bare echo bot (medians
+of ROUNDS).
 """
 
 from __future__ import annotations
@@ -265,9 +266,14 @@ def main() -> None:
     """Run every bot and print the figures."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    rates = {runtime: asyncio.run(run_ours(n, runtime)) for runtime in RUNTIMES}
-    echo = asyncio.run(run_echo(n))
-    peer = asyncio.run(run_peer(n))
+    rounds_of = {name: [] for name in (*RUNTIMES, "echo", "peer")}
+    for _ in range(rounds):  # interleaved: the machine's drift touches every bot alike
+        for runtime in RUNTIMES:
+            rounds_of[runtime].append(asyncio.run(run_ours(n, runtime)))
+        rounds_of["echo"].append(asyncio.run(run_echo(n)))
+        rounds_of["peer"].append(asyncio.run(run_peer(n)))
+    rates = {name: statistics.median(values) for name, values in rounds_of.items()}
+    echo, peer = rates["echo"], rates["peer"]
     slow = max(100, n // 5)
     delayed = {
         (runtime, lanes): asyncio.run(run_ours(slow, runtime, LATENCY, lanes))
@@ -276,11 +282,15 @@ def main() -> None:
     }
     latencies = {runtime: asyncio.run(pre_checkout_latency(100, runtime)) for runtime in RUNTIMES}
     startup = asyncio.run(startup_times(rounds))
-    print(f"updates: {n} /catalog (polling, SQLite file; echo: plain echo handler)")
-    for runtime in RUNTIMES:
-        print(f"{'coursebot on ' + runtime:<22}: {rates[runtime]:8.1f} updates/s")
-    print(f"{'bare aiogram echo bot':<22}: {echo:8.1f} updates/s")
-    print(f"{'typical one-read shop':<22}: {peer:8.1f} updates/s")
+    print(
+        f"updates: {n} /catalog (polling, SQLite file; echo: plain echo handler), "
+        f"median of {rounds} interleaved rounds"
+    )
+    labels = {"echo": "bare aiogram echo bot", "peer": "typical one-read shop"}
+    for name, values in rounds_of.items():
+        label = labels.get(name, f"coursebot on {name}")
+        each = ", ".join(f"{v:.0f}" for v in values)
+        print(f"{label:<22}: {rates[name]:8.1f} updates/s ({each})")
     for runtime in RUNTIMES:
         print(
             f"{'ratio ' + runtime:<22}: {rates[runtime] / echo:8.2f} × echo, "
