@@ -460,10 +460,13 @@ class AiogramChannel(Channel):
                 await self._forget()
                 return
             await self._lanes.wait_for_room(MAX_IN_FLIGHT)
-            try:
-                number, raw = await asyncio.wait_for(self._queue.get(), 0.2)
-            except TimeoutError:
-                continue
+            try:  # no timer when an update is waiting (a backlog takes thousands in a row)
+                number, raw = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    number, raw = await asyncio.wait_for(self._queue.get(), 0.2)
+                except TimeoutError:
+                    continue
             update = self.parse_update(raw, cleaned=True)  # by `_enqueue`
             if update is None:
                 self._queued_done(number)

@@ -72,14 +72,19 @@ class ChatLanes:
         self._tails: dict[str, asyncio.Task] = {}
         #: Every task given and not finished.
         self.tasks: set[asyncio.Task] = set()
+        self._finished = asyncio.Event()  # set when a task finishes
 
     def run(self, lane: str, work: Callable[[], Any]) -> asyncio.Task:
         """Start `work()` (a coroutine function) after the lane's previous work."""
         task = asyncio.create_task(self._in_lane(lane, self._tails.get(lane), work))
         self._tails[lane] = task
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self._finished.set()
 
     async def _in_lane(self, lane: str, after: asyncio.Task | None, work) -> Any:
         try:
@@ -93,8 +98,11 @@ class ChatLanes:
 
     async def wait_for_room(self, limit: int) -> None:
         """Return once fewer than `limit` tasks are unfinished."""
+        # an event rather than asyncio.wait: that hooks into every task in flight, once per
+        # update taken when the lanes are full (a backlog)
         while len(self.tasks) >= limit:
-            await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+            self._finished.clear()
+            await self._finished.wait()
 
     async def drain(self) -> None:
         """Wait until every task given has finished."""

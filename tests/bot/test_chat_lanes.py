@@ -180,3 +180,22 @@ async def test_lanes_keep_order_within_a_chat_and_overlap_chats():
     await lanes.drain()
     assert order == {chat: list(range(8)) for chat in "abcde"}
     assert peak == 3
+
+
+async def test_wait_for_room_returns_as_soon_as_a_task_finishes():
+    """A backlog takes updates only while fewer than the limit are in flight."""
+    gates = [asyncio.Event() for _ in range(4)]
+    lanes = ChatLanes(4)
+    for n, gate in enumerate(gates):
+        lanes.run(f"c{n}", gate.wait)
+    waiting = asyncio.create_task(lanes.wait_for_room(4))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # four in flight: no room
+    gates[2].set()
+    await asyncio.wait_for(waiting, 1)
+    assert len(lanes.tasks) == 3
+    await lanes.wait_for_room(4)  # room already: returns at once
+    for gate in gates:
+        gate.set()
+    await lanes.drain()
+    assert not lanes.tasks
