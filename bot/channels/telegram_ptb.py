@@ -61,6 +61,7 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.channels.base import Channel
+from bot.channels.ptb_request import AiohttpRequest
 from bot.channels.telegram_common import (
     ALLOWED_UPDATES,
     LANES,
@@ -215,6 +216,8 @@ class PtbChannel(Channel):
             .base_url(f"{api}/bot")
             .base_file_url(f"{api}/file/bot")
             .defaults(Defaults(parse_mode=ParseMode.HTML))
+            .request(AiohttpRequest())
+            .get_updates_request(AiohttpRequest(connection_pool_size=1))
             .updater(None)  # we poll ourselves: the offset moves only after commit
             .job_queue(None)  # reminders live in our database, not in PTB's memory
             .build()
