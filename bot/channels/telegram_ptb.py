@@ -371,7 +371,11 @@ class PtbChannel(Channel):
         update = self.parse(raw)
         if update is None:
             return web.json_response({})
-        return web.Response(status=200 if await self.process(update) else 500)
+        if update.pre_checkout_query is None:  # in its chat's lane, as when polling
+            done = await self._lanes.run(lane_of(update), functools.partial(self.process, update))
+        else:
+            done = await self.process(update)
+        return web.Response(status=200 if done else 500)
 
     def _de_json(self, data: dict) -> Update:
         check_update_shape(data)  # PTB's de_json lets a message without chat or date through

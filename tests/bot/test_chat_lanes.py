@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from bot.bootstrap import build_app
 from bot.channels import configured_channels
-from bot.channels.telegram_common import ChatLanes
+from bot.channels.telegram_common import SECRET_HEADER, ChatLanes
 from bot.demo import seed_demo
 from bot.runner import start_channels
 from storage.models import KeyValue
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
+from tests.robustness.test_telegram_hostile import message_update
 
 runtimes = pytest.mark.parametrize("runtime", ["aiogram", "ptb"])
 
@@ -26,12 +28,13 @@ SCRIPT = ["/help", "/catalog", "/language"]
 MARKS = ["/search", "Categories", "Choose a language"]
 
 
-async def start(db_url: str, clock, tg, runtime: str, seed: bool):
+async def start(db_url: str, clock, tg, runtime: str, seed: bool, **overrides):
     settings = make_settings(
         db_url,
         telegram_bot_token=tg.token,
         telegram_api_url=tg.base_url,
         telegram_runtime=runtime,
+        **overrides,
     )
     app = await build_app(settings, clock=clock)
     if seed:
@@ -199,3 +202,45 @@ async def test_wait_for_room_returns_as_soon_as_a_task_finishes():
         gate.set()
     await lanes.drain()
     assert not lanes.tasks
+
+
+@runtimes
+async def test_webhook_updates_of_one_chat_wait_for_each_other(sqlite_url, clock, tg, runtime):
+    """Telegram posts updates to the webhook side by side: the other chats are answered while
+    one chat's update is slow, and that chat's next update waits for it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram"
+    app, channel = await start(
+        sqlite_url,
+        clock,
+        tg,
+        runtime,
+        seed=True,
+        web_port=port,
+        telegram_webhook_url=url,
+        telegram_webhook_secret="s3cret-hook",
+    )
+    release, started = asyncio.Event(), []
+    hold(app, release, {("7101", "/catalog")}, started)
+    await start_channels(app, [channel])
+    posts = []
+    try:
+        async with aiohttp.ClientSession(headers={SECRET_HEADER: "s3cret-hook"}) as http:
+            for n, (text, user) in enumerate((t, u) for t in SCRIPT for u in USERS):
+                tg.user(user, language_code="en")
+                raw = message_update(900 + n, user, text)
+                posts.append(asyncio.create_task(http.post(url, json=raw)))
+                await asyncio.sleep(0.02)  # in this order
+            await tg.wait_until(lambda: all(len(replies(tg, u)) == 3 for u in USERS[1:]), 30)
+            assert len(replies(tg, 7101)) == 1
+            assert ("7101", "/language") not in started  # behind its chat's slow update
+            release.set()
+            answers = await asyncio.gather(*posts)
+            assert [answer.status for answer in answers] == [200] * len(posts)
+    finally:
+        await channel.stop()
+        await app.close()
+    for user in USERS:
+        texts = replies(tg, user)
+        assert all(mark in text for mark, text in zip(MARKS, texts, strict=True)), texts
+        assert [t for u, t in started if u == str(user)] == SCRIPT
