@@ -54,7 +54,9 @@ from bot.channels.telegram_common import (  # noqa: F401 - re-exported for exist
     clean_update,
     command_descriptions,
     deliver,
+    keyboard_rows,
     lane_of,
+    message_params,
     message_to_incoming,
     parse_update,
     picture_to_fetch,
@@ -94,14 +96,6 @@ BACKLOG_BATCH = 100
 MAX_IN_FLIGHT = 4 * LANES
 
 
-def keyboard_rows(reply: Reply) -> list[list[dict]]:
-    """Button rows as the Bot API's inline keyboard rows (empty without buttons)."""
-    return [
-        [{"text": clean_text(b.label)[:64] or "·", "callback_data": b.payload} for b in row]
-        for row in reply.buttons
-    ]
-
-
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     """Button rows as an inline keyboard."""
     rows = keyboard_rows(reply)
@@ -126,17 +120,6 @@ def api_result(method: str, status: int, body: bytes):
         raise RateLimited(float(retry), description)
     errors = {401: Unauthorized, 403: Unreachable, 400: RejectedMessage}
     raise errors.get(data.get("error_code", status), ChannelError)(f"HTTP {status} {description}")
-
-
-def message_params(chat_id: int, part: Part, rows: list[list[dict]]) -> dict:
-    """sendMessage's parameters for one text part (HTML, the keyboard on the part that has
-    it)."""
-    params: dict = {"chat_id": chat_id, "text": part.text, "parse_mode": "HTML"}
-    if rows and part.keyboard:
-        params["reply_markup"] = {"inline_keyboard": rows}
-    if part.paid:
-        params["allow_paid_broadcast"] = True
-    return params
 
 
 def bot_commands(locale: str, commands: Iterable[tuple[str, bool]]) -> list[BotCommand]:

@@ -246,6 +246,28 @@ def reply_parts(reply: Reply) -> list[Part]:
     return parts
 
 
+def keyboard_rows(reply: Reply) -> list[list[dict]]:
+    """Button rows as the Bot API's inline keyboard rows (empty without buttons)."""
+    return [
+        [
+            {"text": clean_text(b.label)[:MAX_BUTTON_LABEL] or "·", "callback_data": b.payload}
+            for b in row
+        ]
+        for row in reply.buttons
+    ]
+
+
+def message_params(chat_id: int, part: Part, rows: list[list[dict]]) -> dict:
+    """sendMessage's parameters for one text part (HTML, the keyboard on the part that has
+    it)."""
+    params: dict = {"chat_id": chat_id, "text": part.text, "parse_mode": "HTML"}
+    if rows and part.keyboard:
+        params["reply_markup"] = {"inline_keyboard": rows}
+    if part.paid:
+        params["allow_paid_broadcast"] = True
+    return params
+
+
 async def send_part(bot: Any, chat_id: int, part: Part, markup: Any, upload: Any) -> None:
     """Send one part through a runtime's bot (aiogram and PTB share the method names and
     arguments); `upload(data, filename=…)` is the runtime's file class."""

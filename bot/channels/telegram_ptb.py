@@ -65,7 +65,6 @@ from bot.channels.ptb_request import AiohttpRequest
 from bot.channels.telegram_common import (
     ALLOWED_UPDATES,
     LANES,
-    MAX_BUTTON_LABEL,
     NAME,
     PROVIDER,
     WEBHOOK_PATH,
@@ -76,7 +75,9 @@ from bot.channels.telegram_common import (
     clean_text,
     command_descriptions,
     deliver,
+    keyboard_rows,
     lane_of,
+    message_params,
     message_to_incoming,
     parse_update,
     picture_to_fetch,
@@ -113,18 +114,11 @@ STOP_GRACE = 10.0
 
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     """Button rows as an inline keyboard."""
-    if not reply.buttons:
+    rows = keyboard_rows(reply)
+    if not rows:
         return None
     return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton(
-                    clean_text(b.label)[:MAX_BUTTON_LABEL] or "·", callback_data=b.payload
-                )
-                for b in row
-            ]
-            for row in reply.buttons
-        ]
+        [[InlineKeyboardButton(**button) for button in row] for row in rows]
     )
 
 
@@ -315,9 +309,13 @@ class PtbChannel(Channel):
             raise ChannelError(str(error)) from error
 
     async def _send(self, chat_id: int, reply: Reply) -> None:
-        markup = keyboard(reply)
+        rows = keyboard_rows(reply)
         for part in reply_parts(reply):
-            await send_part(self.bot, chat_id, part, markup if part.keyboard else None, InputFile)
+            if part.kind == "message":
+                await self._raw("sendMessage", message_params(chat_id, part, rows))
+                continue
+            markup = keyboard(reply) if part.keyboard else None
+            await send_part(self.bot, chat_id, part, markup, InputFile)
         if reply.invoice is not None:
             invoice = reply.invoice
             await self.bot.send_invoice(
@@ -466,11 +464,15 @@ class PtbChannel(Channel):
         kwargs = {"timeout": timeout, "allowed_updates": ALLOWED_UPDATES}
         if offset is not None:
             kwargs["offset"] = offset
-        with warnings.catch_warnings():  # "use Bot.get_updates": we want the JSON unparsed
+        return await self._raw("getUpdates", kwargs, read_timeout=READ_TIMEOUT + timeout)
+
+    async def _raw(self, method: str, params: dict, **timeouts):
+        """A Bot API call whose answer stays JSON: getUpdates (parsed one by one, so one bad
+        update cannot fail the batch) and text messages, where building PTB's Message of the
+        answer cost a fifth of an update's CPU. Errors are PTB's, as from its own methods."""
+        with warnings.catch_warnings():  # "use Bot.send_message": we want the JSON unparsed
             warnings.simplefilter("ignore", PTBUserWarning)
-            return await self.bot.do_api_request(
-                "getUpdates", api_kwargs=kwargs, read_timeout=READ_TIMEOUT + timeout
-            )
+            return await self.bot.do_api_request(method, api_kwargs=params, **timeouts)
 
     def _schedule(self, update: Update) -> None:
         self.tracker.started(update.update_id)
