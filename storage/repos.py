@@ -109,6 +109,13 @@ def _locale_from_hint(hint: str | None, default: str) -> str:
     return default
 
 
+def _new_learner(display_name: str, locale_hint: str | None, settings) -> Learner:
+    """A learner first seen now (not yet added to a session)."""
+    learner = Learner(display_name=display_name[:128], locale=None)
+    learner.locale = _locale_from_hint(locale_hint, settings.default_locale)
+    return learner
+
+
 class Repo:
     """Base of every repository: holds the unit of work's session."""
 
@@ -220,9 +227,7 @@ class LearnerRepo(Repo):
         if not touch:
             if identity is not None:
                 return identity.learner, bool(has_key)
-            stranger = Learner(display_name=display_name[:128], locale=None)
-            stranger.locale = _locale_from_hint(locale_hint, settings.default_locale)
-            return stranger, False
+            return _new_learner(display_name, locale_hint, settings), False
         learner = await self._refreshed(
             identity, channel, user_ref, display_name, locale_hint, settings
         )
@@ -259,8 +264,7 @@ class LearnerRepo(Repo):
         """A first contact on SQLite's own connection: the learner flushed by the ORM, its
         identity inserted here (None when a concurrent first contact inserted it first: the
         ORM path sorts that out)."""
-        learner = Learner(display_name=display_name[:128], locale=None)
-        learner.locale = _locale_from_hint(locale_hint, settings.default_locale)
+        learner = _new_learner(display_name, locale_hint, settings)
         self.session.add(learner)
         await self.session.flush()
         if _IDENTITY_INSERT_INLINE.run(connection, learner.id, channel, user_ref, utcnow()):
@@ -273,8 +277,7 @@ class LearnerRepo(Repo):
     ) -> Learner:
         """The learner of `identity` (None: create one), its name and last sighting updated."""
         if identity is None:
-            learner = Learner(display_name=display_name[:128], locale=None)
-            learner.locale = _locale_from_hint(locale_hint, settings.default_locale)
+            learner = _new_learner(display_name, locale_hint, settings)
             self.session.add(learner)
             await self.session.flush()
             await insert_ignore(
@@ -646,6 +649,15 @@ _KV_INSERT_INLINE = Statement(
     (_KV.c.key, _KV.c.value, _KV.c.updated_at),
 )
 _KV_DELETE_INLINE = Statement('DELETE FROM kv WHERE "key" = ?', (_KV.c.key,))
+_KV_COLUMNS = ("key", "value", "updated_at")
+
+
+def _kv_params(rows: list[tuple]) -> list[dict]:
+    """(key, value, updated_at) rows as the ORM's parameters (where SQLite's inline statements
+    take the tuples)."""
+    return [dict(zip(_KV_COLUMNS, row, strict=True)) for row in rows]
+
+
 _KV_INSERT_IGNORE_INLINE = Statement(
     'INSERT INTO kv ("key", value, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
     (_KV.c.key, _KV.c.value, _KV.c.updated_at),
@@ -681,20 +693,22 @@ class InboxRepo(Repo):
         )
         return result.rowcount == 1
 
+    @staticmethod
+    def _queue_key(prefix: str, number: int) -> str:
+        return f"{prefix}{number:015d}"  # zero-padded: the keys sort in update order
+
     async def queue_updates(self, prefix: str, updates: list[tuple[int, dict]]) -> None:
         """Keep raw updates fetched ahead of handling (`prefix` names the channel), so they can
         be confirmed to the platform at once and handled in order, after a crash too."""
         if not updates:
             return
         now = utcnow()
-        rows = [(f"{prefix}{n:015d}", raw, now) for n, raw in updates]
+        rows = [(self._queue_key(prefix, n), raw, now) for n, raw in updates]
         connection = await connection_of(self.session)
         if connection is not None:
             _KV_INSERT_IGNORE_INLINE.run_many(connection, rows)
             return
-        keys = ("key", "value", "updated_at")
-        params = [dict(zip(keys, row, strict=True)) for row in rows]
-        await insert_ignore_many(self.session, KeyValue, params)
+        await insert_ignore_many(self.session, KeyValue, _kv_params(rows))
 
     async def queued_updates(self, prefix: str) -> list[tuple[int, dict]]:
         """The raw updates kept by `queue_updates` and not yet handled, in order."""
@@ -707,14 +721,13 @@ class InboxRepo(Repo):
 
     async def unqueue_updates(self, prefix: str, numbers: list[int]) -> None:
         """Forget handled queued updates."""
+        keys = [self._queue_key(prefix, n) for n in numbers]
         connection = await connection_of(self.session)
         if connection is not None:
-            _KV_DELETE_INLINE.run_many(connection, [(f"{prefix}{n:015d}",) for n in numbers])
+            _KV_DELETE_INLINE.run_many(connection, [(key,) for key in keys])
             return
-        for chunk in chunks(numbers):
-            await self.session.execute(
-                delete(KeyValue).where(KeyValue.key.in_([f"{prefix}{n:015d}" for n in chunk]))
-            )
+        for chunk in chunks(keys):
+            await self.session.execute(delete(KeyValue).where(KeyValue.key.in_(chunk)))
 
     async def keep_replies(self, update_key: str, replies: list[dict]) -> None:
         """Store the replies (`{"channel", "user_ref", "body"}`) of an update until sent."""
@@ -726,9 +739,7 @@ class InboxRepo(Repo):
         if connection is not None:
             _KV_INSERT_INLINE.run_many(connection, rows)
         else:
-            keys = ("key", "value", "updated_at")
-            params = [dict(zip(keys, row, strict=True)) for row in rows]
-            await self.session.execute(_KV_INSERT, params)
+            await self.session.execute(_KV_INSERT, _kv_params(rows))
 
     async def unsent_replies(self, update_key: str) -> list[tuple[int, dict]]:
         """(position, reply) of the replies of an update not yet sent, in order."""

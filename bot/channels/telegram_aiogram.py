@@ -281,10 +281,8 @@ class AiogramChannel(Channel):
         if isinstance(raw, int):
             return web.Response(status=raw)
         update = self.parse_update(raw)
-        if update is not None and update.pre_checkout_query is not None:
-            await self._feed(update)
-        elif update is not None:  # in its chat's lane: in order, and as many at once as polling
-            await self._lanes.run(lane_of(update), functools.partial(self._feed, update))
+        if update is not None:  # in its chat's lane: in order, and as many at once as polling
+            await self._lanes.run_in_chat(update, functools.partial(self._feed, update))
         return web.json_response({})
 
     def parse_update(self, raw: object, cleaned: bool = False) -> Update | PlainObject | None:

@@ -83,6 +83,13 @@ class ChatLanes:
         task.add_done_callback(self._done)
         return task
 
+    async def run_in_chat(self, update: Any, work: Callable[[], Any]) -> Any:
+        """`work()` for one update in its chat's lane, or at once for a pre-checkout query (it
+        never waits in a lane); its result."""
+        if update.pre_checkout_query is not None:
+            return await work()
+        return await self.run(lane_of(update), work)
+
     def _done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
         self._finished.set()

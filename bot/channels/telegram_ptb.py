@@ -369,10 +369,8 @@ class PtbChannel(Channel):
         update = self.parse(raw)
         if update is None:
             return web.json_response({})
-        if update.pre_checkout_query is None:  # in its chat's lane, as when polling
-            done = await self._lanes.run(lane_of(update), functools.partial(self.process, update))
-        else:
-            done = await self.process(update)
+        # in its chat's lane, as when polling
+        done = await self._lanes.run_in_chat(update, functools.partial(self.process, update))
         return web.Response(status=200 if done else 500)
 
     def _de_json(self, data: dict) -> Update:
